@@ -4,16 +4,17 @@
  * @since 0.1.0
  */
 import type * as HttpClient from "@effect/platform/HttpClient"
-import type * as Config from "effect/Config"
+import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
-import type * as Effect from "effect/Effect"
-import type * as Layer from "effect/Layer"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import type * as Option from "effect/Option"
 import type * as Redacted from "effect/Redacted"
-import type * as Stream from "effect/Stream"
+import * as Stream from "effect/Stream"
 import type { EventoAuthError, EventoError } from "./EventoError.js"
+import * as internal from "./internal/client.js"
 
 /**
  * A JSON object, as EventoDB stores `data` and `metadata`.
@@ -308,9 +309,260 @@ export declare namespace EventoClient {
  */
 export class EventoClient extends Context.Tag("eventodb-kit/EventoClient")<EventoClient, EventoClient.Service>() {}
 
-// The constructors below are implemented in internal/client.ts.
-export declare const make: (options: Options) => Effect.Effect<EventoClient.Service, EventoAuthError, HttpClient.HttpClient>
-export declare const layer: (options: Options) => Layer.Layer<EventoClient, EventoAuthError, HttpClient.HttpClient>
-export declare const layerConfig: (
-  config?: Config.Config.Wrap<Options>
-) => Layer.Layer<EventoClient, EventoAuthError | ConfigError.ConfigError, HttpClient.HttpClient>
+/**
+ * Builds a client: decodes the namespace from the token (`EventoAuthError { reason: "invalid-token" }` when it does
+ * not parse) and captures the `HttpClient`. Subscriptions use the same `HttpClient`; see `subscribe` for the
+ * choice of client.
+ *
+ * @example
+ * ```ts
+ * import { NodeHttpClient } from "@effect/platform-node"
+ * import { Effect } from "effect"
+ * import { EventoClient } from "eventodb-kit"
+ *
+ * const program = Effect.gen(function*() {
+ *   const client = yield* EventoClient.make({ url: "http://127.0.0.1:8080", token: "ns_..." })
+ *   return yield* client.streamWrite("account-1", { type: "Opened", data: {} })
+ * }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: (options: Options) => Effect.Effect<EventoClient.Service, EventoAuthError, HttpClient.HttpClient> =
+  internal.make
+
+/**
+ * The client as a layer. Provide an `HttpClient`, preferably `NodeHttpClient.layerUndici` from
+ * `@effect/platform-node`: it never times out a quiet subscription.
+ *
+ * @example
+ * ```ts
+ * import { NodeHttpClient } from "@effect/platform-node"
+ * import { Layer } from "effect"
+ * import { EventoClient } from "eventodb-kit"
+ *
+ * const EventoLive = EventoClient.layer({ url: "http://127.0.0.1:8080", token: "ns_..." }).pipe(
+ *   Layer.provide(NodeHttpClient.layerUndici)
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options): Layer.Layer<EventoClient, EventoAuthError, HttpClient.HttpClient> =>
+  Layer.effect(EventoClient, make(options))
+
+/**
+ * The configuration `layerConfig` reads by default: `EVENTODB_URL` (default `http://127.0.0.1:8080`),
+ * `EVENTODB_TOKEN` (required, redacted) and `EVENTODB_TIMEOUT` (a duration, default 10 seconds).
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const defaultConfig: Config.Config<Options> = Config.all({
+  url: Config.string("EVENTODB_URL").pipe(
+    Config.withDefault("http://127.0.0.1:8080"),
+    Config.withDescription("Base URL of the EventoDB server")
+  ),
+  token: Config.redacted("EVENTODB_TOKEN").pipe(
+    Config.withDescription("Token of the application's namespace (ns_<base64url namespace>_<64 hex>)")
+  ),
+  timeout: Config.duration("EVENTODB_TIMEOUT").pipe(
+    Config.withDefault(internal.defaultTimeout),
+    Config.withDescription("Timeout of one EventoDB RPC call")
+  )
+})
+
+/**
+ * The client as a layer built from configuration; by default `defaultConfig`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config.Wrap<Options> = defaultConfig
+): Layer.Layer<EventoClient, EventoAuthError | ConfigError.ConfigError, HttpClient.HttpClient> =>
+  Layer.effect(EventoClient, Effect.flatMap(Config.unwrap(config), make))
+
+/**
+ * The namespace of the client's token.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const namespace: Effect.Effect<string, never, EventoClient> = Effect.map(
+  EventoClient,
+  (client) => client.namespace
+)
+
+/**
+ * Appends a message to a stream. Options are sent only when set: the server refuses explicit nulls.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const streamWrite = (
+  stream: string,
+  message: NewMessage,
+  options?: WriteOptions
+): Effect.Effect<WriteResult, EventoError, EventoClient> =>
+  Effect.flatMap(EventoClient, (client) => client.streamWrite(stream, message, options))
+
+/**
+ * Reads a stream from a stream position; `[]` when the stream does not exist.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const streamGet = (
+  stream: string,
+  options?: StreamGetOptions
+): Effect.Effect<ReadonlyArray<Message>, EventoError, EventoClient> =>
+  Effect.flatMap(EventoClient, (client) => client.streamGet(stream, options))
+
+/**
+ * The last message of a stream (of a type, when given), or none.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const streamLast = (
+  stream: string,
+  options?: StreamLastOptions
+): Effect.Effect<Option.Option<Message>, EventoError, EventoClient> =>
+  Effect.flatMap(EventoClient, (client) => client.streamLast(stream, options))
+
+/**
+ * The position of a stream's last message, or none when the stream does not exist (version -1).
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const streamVersion = (stream: string): Effect.Effect<Option.Option<number>, EventoError, EventoClient> =>
+  Effect.flatMap(EventoClient, (client) => client.streamVersion(stream))
+
+/**
+ * Reads a category from a global position, in global-position order.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const categoryGet = (
+  category: string,
+  options?: CategoryGetOptions
+): Effect.Effect<ReadonlyArray<Message>, EventoError, EventoClient> =>
+  Effect.flatMap(EventoClient, (client) => client.categoryGet(category, options))
+
+/**
+ * Creates a namespace; any valid token may do this (the server has no admin role).
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const namespaceCreate = (
+  namespace: string,
+  options?: NamespaceCreateOptions
+): Effect.Effect<NamespaceCreated, EventoError, EventoClient> =>
+  Effect.flatMap(EventoClient, (client) => client.namespaceCreate(namespace, options))
+
+/**
+ * Deletes a namespace and every message in it.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const namespaceDelete = (namespace: string): Effect.Effect<NamespaceDeleted, EventoError, EventoClient> =>
+  Effect.flatMap(EventoClient, (client) => client.namespaceDelete(namespace))
+
+/**
+ * Every namespace of the server.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const namespaceList: Effect.Effect<ReadonlyArray<NamespaceSummary>, EventoError, EventoClient> = Effect
+  .flatMap(EventoClient, (client) => client.namespaceList)
+
+/**
+ * One namespace's details.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const namespaceInfo = (namespace: string): Effect.Effect<NamespaceInfo, EventoError, EventoClient> =>
+  Effect.flatMap(EventoClient, (client) => client.namespaceInfo(namespace))
+
+/**
+ * The streams of the client's namespace, sorted by name.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const namespaceStreams = (
+  options?: NamespaceStreamsOptions
+): Effect.Effect<ReadonlyArray<StreamSummary>, EventoError, EventoClient> =>
+  Effect.flatMap(EventoClient, (client) => client.namespaceStreams(options))
+
+/**
+ * The categories of the client's namespace with their stream and message counts.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const namespaceCategories: Effect.Effect<ReadonlyArray<CategorySummary>, EventoError, EventoClient> = Effect
+  .flatMap(EventoClient, (client) => client.namespaceCategories)
+
+/**
+ * The server's version string.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const systemVersion: Effect.Effect<string, EventoError, EventoClient> = Effect.flatMap(
+  EventoClient,
+  (client) => client.systemVersion
+)
+
+/**
+ * The server's health answer.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const systemHealth: Effect.Effect<Health, EventoError, EventoClient> = Effect.flatMap(
+  EventoClient,
+  (client) => client.systemHealth
+)
+
+/**
+ * Pokes for a stream, a category (optionally one consumer-group member's share) or the whole namespace.
+ *
+ * The stream reconnects by itself, with capped (5 seconds), jittered exponential backoff from 100 ms, whenever the
+ * connection drops, the server ends it or cannot be reached, and resumes after the last poke it delivered (stream
+ * position for a stream target, global position otherwise), so no poke is delivered twice. It ends with
+ * `EventoAuthError` on 401/403 and `InvalidRequest` on 400, without retrying. Silence is never taken for a
+ * failure: the server sends no heartbeats. `NodeHttpClient.layerUndici` and `NodeHttpClient.layer` never time out
+ * a quiet connection; with a fetch-based client, undici's 300-second body timeout ends a quiet connection and the
+ * stream reconnects transparently. `{ all: true }` replays nothing after a reconnect: pokes are hints, read from
+ * your checkpoint to catch up.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const subscribe = (
+  target: SubscribeTarget,
+  options?: SubscribeOptions
+): Stream.Stream<Poke, EventoError, EventoClient> =>
+  Stream.unwrap(Effect.map(EventoClient, (client) => client.subscribe(target, options)))
+
+/**
+ * A client with the same URL and timeout for another namespace's token.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const withToken = (
+  token: string | Redacted.Redacted<string>
+): Effect.Effect<EventoClient.Service, EventoAuthError, EventoClient> =>
+  Effect.flatMap(EventoClient, (client) => client.withToken(token))
