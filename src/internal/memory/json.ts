@@ -109,10 +109,27 @@ export const decodeArray = (
   return { _tag: "Right", value }
 }
 
-// Go's scanner names the offending character; V8's messages differ, so translate the two common shapes.
+// Go's scanner names the offending character; V8 gives its position, from which Go's two common texts follow.
 const goSyntaxError = (text: string, error: unknown): string => {
   const message = error instanceof Error ? error.message : ""
-  if (text.trim() === "" || /end of JSON input|Unterminated/.test(message)) return "unexpected end of JSON input"
-  const token = /Unexpected token '?(.)'?/.exec(message)?.[1] ?? /Unexpected token (.)/.exec(message)?.[1]
-  return token === undefined ? message : `invalid character '${token}' looking for beginning of value`
+  const at = /position (\d+)/.exec(message)?.[1]
+  const position = at === undefined ? undefined : Number(at)
+  if (
+    text.trim() === "" || /end of JSON input|Unterminated/.test(message) ||
+    (position !== undefined && position >= text.trimEnd().length)
+  ) return "unexpected end of JSON input"
+  const character = position === undefined ? /Unexpected token '?(.)/.exec(message)?.[1] : text[position]
+  if (character === undefined) return message
+  const context = /after array element/.test(message) ?
+    "after array element" :
+    /after property value/.test(message) ?
+    "after object key:value pair" :
+    /after property name/.test(message) ?
+    "after object key" :
+    /property name/.test(message) ?
+    "looking for beginning of object key string" :
+    /after JSON/.test(message) ?
+    "after top-level value" :
+    "looking for beginning of value"
+  return `invalid character '${character}' ${context}`
 }
