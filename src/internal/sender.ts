@@ -369,22 +369,24 @@ export const make = (input?: Input): Effect.Effect<Sender, never, EventoClient |
     // The head unsent row of each stream, if it is due and unparked, and the rows behind it, oldest first.
     // A row is held back while any earlier unsent row of its stream is parked or waiting for its backoff, so a
     // failing row blocks its own stream only and never fills the batch (LESSONS.md 4 and 5).
+    // The blocked streams are collected once per query (MATERIALIZED): left to itself, the planner may rescan the
+    // unsent rows for every candidate when the table has no statistics yet.
     const select = sql`
+      WITH blocked AS MATERIALIZED (
+        SELECT stream, min(seq) AS seq
+        FROM evento_outbox
+        WHERE namespace = ${namespace}
+          AND sent_at IS NULL
+          AND (parked_at IS NOT NULL OR next_attempt_at > now())
+        GROUP BY stream
+      )
       SELECT o.id, o.stream, o.type, o.data, o.metadata, o.write_options, o.seq, o.attempts
       FROM evento_outbox o
       WHERE o.namespace = ${namespace}
         AND o.sent_at IS NULL
         AND o.parked_at IS NULL
         AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())
-        AND NOT EXISTS (
-          SELECT 1
-          FROM evento_outbox b
-          WHERE b.namespace = ${namespace}
-            AND b.stream = o.stream
-            AND b.sent_at IS NULL
-            AND b.seq < o.seq
-            AND (b.parked_at IS NOT NULL OR b.next_attempt_at > now())
-        )
+        AND NOT EXISTS (SELECT 1 FROM blocked b WHERE b.stream = o.stream AND b.seq < o.seq)
       ORDER BY o.seq
       LIMIT ${options.batchSize}
     `.pipe(
@@ -515,7 +517,8 @@ export const make = (input?: Input): Effect.Effect<Sender, never, EventoClient |
         }
       }).pipe(
         Effect.withSpan("OutboxSender.send", {
-          attributes: { "evento.outbox_id": row.id, "evento.stream": row.stream, "evento.namespace": namespace }
+          attributes: { "evento.outbox_id": row.id, "evento.stream": row.stream, "evento.namespace": namespace },
+          captureStackTrace: false
         })
       )
 
