@@ -138,6 +138,8 @@ export const make = (options: Options): Effect.Effect<FaultProxy.Service, never,
         server.close(() => resolve())
         for (const request of upstreamRequests) request.destroy()
         for (const socket of sockets) socket.destroy()
+        // Their "close" events come later; they are gone now.
+        subscriptions.clear()
       })
 
     const port = yield* Effect.promise(() => listen(server, 0))
