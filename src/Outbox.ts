@@ -71,7 +71,11 @@ export interface WriteOptions {
    * Stored as `write_options = {"expectedVersion": N}`. Default: no check.
    */
   readonly expectedVersion?: number | undefined
-  /** The outbox id, which becomes the message id (a UUID). Default: a random UUID. */
+  /**
+   * The outbox id, which becomes the message id (a UUID, stored lower case). An id already in the outbox fails the
+   * write with a unique-violation `SqlError`; use `idempotencyKey` for writes that may repeat. Default: a random
+   * UUID.
+   */
   readonly id?: string | undefined
   /** Writes once per namespace under this key. Default: `data.idempotency_key` when it is a string, else none. */
   readonly idempotencyKey?: string | undefined
