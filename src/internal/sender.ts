@@ -643,11 +643,16 @@ export const run = (input?: Input): Effect.Effect<never, never, EventoClient | S
       Effect.gen(function*() {
         const count = yield* Ref.updateAndGet(halts, (n) => n + 1)
         const delay = yield* backoffDelay(backoff, count)
-        const annotations = { reason: halted.reason, error: halted.error._tag, retryInMillis: Duration.toMillis(delay) }
+        const annotations = {
+          reason: halted.reason,
+          error: halted.error._tag,
+          errorMessage: halted.error.message,
+          retryInMillis: Duration.toMillis(delay)
+        }
         // A refused token is an operator's problem (a rotation, a deleted namespace): say so loudly, park nothing.
         yield* (halted.reason === "unreachable"
-          ? Effect.logWarning("EventoDB unavailable, outbox sender backing off", halted.error)
-          : Effect.logError("outbox sender paused", halted.error)).pipe(Effect.annotateLogs(annotations))
+          ? Effect.logWarning("EventoDB unavailable, outbox sender backing off")
+          : Effect.logError("outbox sender paused")).pipe(Effect.annotateLogs(annotations))
         yield* Effect.sleep(delay)
         yield* Queue.offer(wake, undefined)
       })
