@@ -522,7 +522,7 @@ layer(TestLive, { excludeTestServices: true, timeout: "60 seconds" })("Singleton
       yield* waitUntil(() => timeline.starts().length === 1, "5 seconds", "the node leads")
 
       const pids = new Set<number>()
-      for (let sample = 0; sample < 40; sample++) {
+      for (let sample = 0; sample < 30; sample++) {
         const entries = yield* lockEntries(name)
         assert.strictEqual(entries.length, 1)
         assert.isTrue(entries[0]!.granted)
@@ -578,6 +578,11 @@ layer(TestLive, { excludeTestServices: true, timeout: "60 seconds" })("Singleton
       yield* Fiber.interrupt(fiber)
       assert.strictEqual((yield* lockEntries("result")).length, 0)
       assert.strictEqual(logsOf("singleton released", "result").length, 3)
+      for (const line of logsOf("singleton acquired", "result")) {
+        assert.strictEqual(line.level, "INFO")
+        assert.strictEqual(line.annotations.singleton, "result")
+        assert.strictEqual(line.annotations.module, "Singleton")
+      }
     }))
 })
 

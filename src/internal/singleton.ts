@@ -165,9 +165,9 @@ const unlockSql = "SELECT pg_advisory_unlock($1::bigint) AS unlocked"
 type Attempt<A, E> =
   | { readonly _tag: "Done"; readonly exit: Exit.Exit<A, E> }
   | { readonly _tag: "Lost" }
-  | { readonly _tag: "Failed"; readonly error: LockConnectionError }
+  | { readonly _tag: "Failed"; readonly error: LockConnectionError; readonly connected: boolean }
 
-const describe = (error: LockConnectionError): string =>
+const reasonOf = (error: LockConnectionError): string =>
   error.cause instanceof Error ? `${error.reason}: ${error.cause.message}` : error.reason
 
 /** The PostgreSQL service: every `run` competes on connections that `connect` opens for it alone. */
@@ -227,16 +227,18 @@ export const make = (connect: Connect): Service => ({
         check.pipe(
           Effect.repeat(Schedule.fixed(verifyInterval)),
           // The schedule never ends: only a failed check gets out of this loop.
-          Effect.matchEffect({ onFailure: (error) => Effect.succeed(describe(error)), onSuccess: () => Effect.never })
+          Effect.matchEffect({ onFailure: (error) => Effect.succeed(reasonOf(error)), onSuccess: () => Effect.never })
         )
       )
     }
 
     const attempt: Effect.Effect<Attempt<A, E>, never, R> = Effect.acquireUseRelease(
       Scope.make(),
-      (scope) =>
-        Effect.gen(function*() {
+      (scope) => {
+        let connected = false
+        return Effect.gen(function*() {
           const connection = yield* Scope.extend(connect({ statementTimeout: checkTimeout, idleTimeout }), scope)
+          connected = true
           const pid = yield* acquire(connection)
           let lost = false
           // Runs after the guarded effect has fully stopped, before the connection closes.
@@ -268,12 +270,17 @@ export const make = (connect: Connect): Service => ({
           )
           return outcome
         }).pipe(
-          Effect.catchTag("LockConnectionError", (error) => Effect.succeed<Attempt<A, E>>({ _tag: "Failed", error }))
-        ),
+          Effect.catchTag(
+            "LockConnectionError",
+            (error) => Effect.succeed<Attempt<A, E>>({ _tag: "Failed", error, connected })
+          )
+        )
+      },
       (scope, exit) => Scope.close(scope, exit)
     )
 
     // Never gives up on the database: after downtime the node competes again by itself (fail closed, not dead).
+    // The first failure of a streak is a warning; the retries that follow while the database stays away are debug.
     const loop = (failures: number): Effect.Effect<A, E, R> =>
       Effect.flatMap(attempt, (result) => {
         switch (result._tag) {
@@ -283,10 +290,11 @@ export const make = (connect: Connect): Service => ({
             // Step back for two polls so that a node that still reaches the database takes over first.
             return Effect.zipRight(Effect.sleep(Duration.times(pollInterval, 2)), Effect.suspend(() => loop(0)))
           case "Failed": {
-            const logged = (failures === 0 ? Effect.logWarning : Effect.logDebug)("singleton connection failed")
-            return log(logged.pipe(Effect.annotateLogs("error", describe(result.error)))).pipe(
+            const streak = result.connected ? 0 : failures
+            const logged = (streak === 0 ? Effect.logWarning : Effect.logDebug)("singleton connection failed")
+            return log(logged.pipe(Effect.annotateLogs("error", reasonOf(result.error)))).pipe(
               Effect.zipRight(Effect.sleep(pollInterval)),
-              Effect.zipRight(Effect.suspend(() => loop(failures + 1)))
+              Effect.zipRight(Effect.suspend(() => loop(streak + 1)))
             )
           }
         }
@@ -309,19 +317,16 @@ export const makeMemory = (): Service => {
     return created
   }
   return {
-    run: <A, E, R>(name: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-      Effect.suspend(() =>
+    run: <A, E, R>(name: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+      const log = (message: string) =>
+        Effect.logInfo(message).pipe(
+          Effect.annotateLogs({ package: "eventodb-kit", module: "Singleton", singleton: name })
+        )
+      return Effect.suspend(() =>
         lockFor(name).withPermits(1)(
-          Effect.logInfo("singleton acquired").pipe(
-            Effect.annotateLogs({ package: "eventodb-kit", module: "Singleton", singleton: name }),
-            Effect.zipRight(effect),
-            Effect.ensuring(
-              Effect.logInfo("singleton released").pipe(
-                Effect.annotateLogs({ package: "eventodb-kit", module: "Singleton", singleton: name })
-              )
-            )
-          )
+          log("singleton acquired").pipe(Effect.zipRight(effect), Effect.ensuring(log("singleton released")))
         )
       ).pipe(Effect.withSpan("Singleton.run", { attributes: { "singleton.name": name } }))
+    }
   }
 }
