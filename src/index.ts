@@ -13,3 +13,38 @@ export * as EventoError from "./EventoError.js"
  * @since 0.1.0
  */
 export * as EventoClient from "./EventoClient.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Migrations from "./Migrations.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Outbox from "./Outbox.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as OutboxSender from "./OutboxSender.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as PositionStore from "./PositionStore.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Idempotency from "./Idempotency.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Consumer from "./Consumer.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Singleton from "./Singleton.js"
