@@ -48,3 +48,8 @@ export * as Consumer from "./Consumer.js"
  * @since 0.1.0
  */
 export * as Singleton from "./Singleton.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as EventodbKit from "./EventodbKit.js"
