@@ -138,8 +138,9 @@ export type Requirements = EventoClient | PositionStore | Idempotency | SqlClien
  * @since 0.1.0
  * @category constructors
  */
-export const run: <E, R>(options: Options<E, R>) => Effect.Effect<never, HandlerFailed | EventoError, R | Requirements> =
-  internal.run
+export const run: <E, R>(
+  options: Options<E, R>
+) => Effect.Effect<never, HandlerFailed | EventoError, R | Requirements> = internal.run
 
 /**
  * Runs the consumer in the layer's scope under `Singleton` name `consumer:<namespace>:<category>:<consumerId>`, so

@@ -4,8 +4,10 @@ import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import type { ParseError } from "effect/ParseResult"
@@ -39,9 +41,11 @@ const duplicatesCounter = Metric.counter("eventodb_consumer_duplicates_skipped_t
   description: "Messages fetched again that were already marked as processed, and so not handled",
   incremental: true
 })
-const handlerDuration = Metric.timerWithBoundaries(
-  "eventodb_consumer_handler_duration",
-  [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000],
+// A plain histogram of milliseconds: a timer converts every sample to a `Duration`, which costs more per message
+// than the rest of the bookkeeping.
+const handlerDuration = Metric.histogram(
+  "eventodb_consumer_handler_duration_ms",
+  MetricBoundaries.fromIterable([0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]),
   "Time one handler run took, in milliseconds"
 )
 const unknownTypesCounter = Metric.counter("eventodb_consumer_unknown_types_total", {
@@ -107,6 +111,14 @@ class Attempt extends Data.TaggedError("Attempt")<{ readonly cause: Cause.Cause<
 /** The consumer's own SQL failed inside a transactional attempt: waited out, never counted against the message. */
 class StoreFailed extends Data.TaggedError("StoreFailed")<{ readonly cause: SqlError }> {}
 
+const noneMarked: ReadonlySet<string> = new Set()
+
+/** The handler's last failure once its attempts ran out. */
+interface GaveUp {
+  readonly cause: Cause.Cause<unknown>
+  readonly attempts: number
+}
+
 const isRetriable = (error: EventoError): boolean => isTransient(error) || error._tag === "EventoProtocolError"
 
 // Capped and jittered, so that a fleet of consumers does not return in step after an outage.
@@ -150,17 +162,34 @@ export const run = <E, R>(
 
     const saved = yield* waitOutDatabase(positions.load(key))
     // A fresh consumer reads from the start; one that saved N resumes at N + 1 (the server's read is inclusive).
+    // `next` moves as soon as a batch is handled, so that the next fetch can run beside the batch's commit.
     let next = Option.match(saved, { onNone: () => 0, onSome: (position) => position + 1 })
     // Newest global position known to exist, and a head a short fetch proved this consumer has nothing before.
     let head = next - 1
     let caughtUp = next - 1
-    const updateLag = Metric.set(lag, Math.max(0, head - Math.max(next - 1, caughtUp)))
+    const updateLag = Effect.suspend(() => Metric.set(lag, Math.max(0, head - Math.max(next - 1, caughtUp))))
 
-    // Subscribed before the first fetch, so that a write landing during it still wakes the next wait.
+    // Marks ahead of the position exist only after a `reset` (or a version 1 database); this consumer writes marks
+    // only for messages it has just handled, behind its position, and `layer` lets one process run it at a time.
+    // So a batch starting above every mark found here cannot hold a marked message, and the check is skipped.
+    const markedThrough = yield* waitOutDatabase(store.markedBeyond(key, next - 1))
+
+    // Pokes keep the head (and so the lag) current even while a handler is busy, and wake the loop when one is for
+    // a message past `next`. Subscribed before the first fetch, so that a write landing during it still wakes the
+    // next wait. `wake` holds at most one signal: many pokes make one fetch.
     const pokes = yield* Pokes.subscribe(client, options.category, next)
-
-    const retrySchedule = Schedule.exponential(settings.retryDelay, settings.retryFactor).pipe(
-      Schedule.intersect(Schedule.recurs(settings.attempts - 1))
+    const wake = yield* Queue.sliding<void>(1)
+    yield* Queue.takeBetween(pokes, 1, Number.MAX_SAFE_INTEGER).pipe(
+      Effect.flatMap((positions) => {
+        let news = false
+        for (const position of positions) {
+          head = Math.max(head, position)
+          if (position >= next) news = true
+        }
+        return news ? Effect.zipRight(Queue.offer(wake, void 0), updateLag) : updateLag
+      }),
+      Effect.forever,
+      Effect.forkScoped
     )
 
     const fetch = Effect.suspend(() =>
@@ -177,46 +206,55 @@ export const run = <E, R>(
       Effect.retry({ schedule: outageBackoff, while: isRetriable })
     )
 
+    // No span per message: one costs more than a bare read of the message. The batch has one (`Consumer.batch`),
+    // and a handler that wants its own makes it.
     const attempt = (message: Message) =>
-      Effect.suspend(() => options.handler(message)).pipe(
-        Metric.trackDuration(duration),
-        // Every way a handler can end badly is a failed attempt, a defect or a self-interruption included. An
-        // interruption of the consumer itself never reaches here: recovery does not run on an interrupted fiber.
-        Effect.catchAllCause((cause) => Effect.fail(new Attempt({ cause }))),
-        Effect.withSpan("Consumer.handle", {
-          attributes: {
-            "messaging.consumer.id": key.consumerId,
-            "messaging.destination.name": key.category,
-            "messaging.message.id": message.id,
-            "eventodb.stream": message.streamName,
-            "eventodb.global_position": message.globalPosition
-          }
-        })
-      )
+      Effect.clockWith((clock) => {
+        const start = clock.unsafeCurrentTimeNanos()
+        return Effect.suspend(() => options.handler(message)).pipe(
+          Effect.ensuring(
+            Effect.suspend(() => Metric.update(duration, Number(clock.unsafeCurrentTimeNanos() - start) / 1e6))
+          ),
+          // Every way a handler can end badly is a failed attempt, a defect or a self-interruption included. An
+          // interruption of the consumer itself never reaches here: recovery does not run on an interrupted fiber.
+          Effect.catchAllCause((cause) => Effect.fail(new Attempt({ cause })))
+        )
+      })
 
     /**
-     * Runs `once` until it succeeds or the attempts run out, logging each failure. Succeeds with `undefined`, or
-     * with the last failure's cause and the attempt count when the handler gave up. A `StoreFailed` is not the
-     * handler's doing: it ends the retries and is passed on.
+     * Runs `once` until it succeeds or the attempts run out, logging each failure and waiting `retry.delay` (times
+     * `retry.factor` each time) in between. Yields `undefined` on success, else the last failure. A `StoreFailed`
+     * is not the handler's doing: it ends the attempts and is passed on. The first run is kept cheap: it is the
+     * one nearly every message takes.
      */
-    const withRetries = <RR>(message: Message, once: Effect.Effect<unknown, Attempt | StoreFailed, RR>) => {
-      let attempts = 0
-      return Effect.suspend(() => {
-        attempts += 1
-        return once
-      }).pipe(
-        Effect.tapError((error) =>
-          error._tag === "Attempt"
-            ? Effect.logWarning("Consumer handler failed", error.cause).pipe(
+    const withRetries = <EE extends Attempt | StoreFailed, RR>(
+      message: Message,
+      once: Effect.Effect<unknown, EE, RR>
+    ): Effect.Effect<GaveUp | undefined, Exclude<EE, Attempt>, RR> =>
+      Effect.flatMap(Effect.either(once), (first) =>
+        Either.isRight(first) ? Effect.succeed(undefined) : Effect.gen(function*() {
+          let error = first.left
+          let delay = settings.retryDelay
+          for (let attempts = 1;; attempts++) {
+            if (error._tag !== "Attempt") {
+              return yield* Effect.fail(error as Exclude<EE, Attempt>)
+            }
+            yield* Effect.logWarning("Consumer handler failed", error.cause).pipe(
               Effect.annotateLogs({ messageId: message.id, globalPosition: message.globalPosition, attempts })
             )
-            : Effect.void
-        ),
-        Effect.retry({ schedule: retrySchedule, while: (error) => error._tag === "Attempt" }),
-        Effect.as(undefined),
-        Effect.catchTag("Attempt", (error) => Effect.succeed({ cause: error.cause, attempts }))
-      )
-    }
+            if (attempts >= settings.attempts) {
+              return { cause: error.cause, attempts }
+            }
+
+            yield* Effect.sleep(delay)
+            delay = Duration.times(delay, settings.retryFactor)
+            const result = yield* Effect.either(once)
+            if (Either.isRight(result)) {
+              return undefined
+            }
+            error = result.left
+          }
+        }))
 
     const failure = (message: Message, cause: Cause.Cause<unknown>, attempts: number) =>
       new HandlerFailed({
@@ -239,32 +277,49 @@ export const run = <E, R>(
         cause
       ).pipe(Effect.annotateLogs({ messageId: message.id, globalPosition: message.globalPosition, attempts }))
 
-    const moved = (position: number) =>
-      Effect.sync(() => {
-        next = Math.max(next, position + 1)
-        head = Math.max(head, position)
-      })
+    const moved = (position: number) => {
+      next = Math.max(next, position + 1)
+      head = Math.max(head, position)
+    }
 
-    /** Default mode: handlers first, then the marks and the position in one statement. */
+    // Finalizers run uninterruptibly; the timeout must be able to cut a hanging statement, hence `interruptible`.
+    const bestEffort = (self: Effect.Effect<void, SqlError>) =>
+      self.pipe(
+        Effect.interruptible,
+        Effect.timeout("5 seconds"),
+        Effect.catchAllCause((cause) =>
+          Effect.logWarning("Consumer could not save progress on interrupt", cause)
+        )
+      )
+
+    /**
+     * Default mode: runs the handlers, then yields the commit of the marks and the position (one statement) for the
+     * caller to run, beside the next fetch if it likes. Stopping commits what came before the failed message first.
+     */
     const batchDefault = (batch: ReadonlyArray<Message>, marked: ReadonlySet<string>) => {
       const done: Array<Message> = []
       const toPark: Array<ConsumerSql.Parked> = []
       let through = -1
+      let succeeded = 0
       // Clears only what it committed, so that a retry after a failed commit sends the same marks again.
       const flush = Effect.suspend(() => {
         if (through < 0) return Effect.void
         const position = through
         const messages = done.slice()
         const parking = toPark.slice()
+        const count = succeeded
         return store.commit(key, messages, parking, position).pipe(
-          Effect.zipRight(Effect.sync(() => {
+          Effect.zipRight(Effect.suspend(() => {
             done.splice(0, messages.length)
             toPark.splice(0, parking.length)
+            succeeded -= count
             if (through === position) through = -1
-          })),
-          Effect.zipRight(moved(position))
+            moved(position)
+            return Metric.incrementBy(handled, count)
+          }))
         )
       })
+      const commit = waitOutDatabase(flush).pipe(Effect.onInterrupt(() => bestEffort(flush)))
 
       const handleAll = Effect.gen(function*() {
         for (const message of batch) {
@@ -276,7 +331,7 @@ export const run = <E, R>(
 
           const outcome = yield* withRetries(message, attempt(message))
           if (outcome === undefined) {
-            yield* Metric.increment(handled)
+            succeeded += 1
             done.push(message)
             through = message.globalPosition
             continue
@@ -292,24 +347,16 @@ export const run = <E, R>(
             continue
           }
           // The messages before it are done: their position is saved, this one's is not.
-          yield* waitOutDatabase(flush)
+          yield* commit
           return yield* failure(message, cause, attempts)
         }
-        yield* waitOutDatabase(flush)
+        if (through >= 0) next = Math.max(next, through + 1)
+        return commit
       })
 
       // Interrupted mid-batch (shutdown, lost leadership): record what was handled, so a restart re-runs only the
-      // rest. Best effort: the marks stop no double handling if this does not make it.
-      return handleAll.pipe(
-        Effect.onInterrupt(() =>
-          flush.pipe(
-            // Finalizers run uninterruptibly; the timeout must be able to cut a hanging commit.
-            Effect.interruptible,
-            Effect.timeout("5 seconds"),
-            Effect.catchAllCause((cause) => Effect.logWarning("Consumer could not save progress on interrupt", cause))
-          )
-        )
-      )
+      // rest. Best effort: if it does not make it, the whole batch runs again.
+      return handleAll.pipe(Effect.onInterrupt(() => bestEffort(flush)))
     }
 
     /** Transactional mode: each message's handler SQL, mark and position in one transaction. */
@@ -320,9 +367,9 @@ export const run = <E, R>(
           if (skippedThrough < 0) return Effect.void
           const position = skippedThrough
           return waitOutDatabase(positions.save(key, position)).pipe(
-            Effect.zipRight(moved(position)),
             Effect.zipRight(Effect.sync(() => {
               skippedThrough = -1
+              moved(position)
             }))
           )
         })
@@ -358,7 +405,7 @@ export const run = <E, R>(
           if (outcome === undefined) {
             yield* Metric.increment(handled)
             skippedThrough = -1
-            yield* moved(message.globalPosition)
+            moved(message.globalPosition)
             continue
           }
 
@@ -373,67 +420,70 @@ export const run = <E, R>(
             ))
             yield* Metric.increment(parked)
             skippedThrough = -1
-            yield* moved(message.globalPosition)
+            moved(message.globalPosition)
             continue
           }
           yield* saveSkipped
           return yield* failure(message, outcome.cause, outcome.attempts)
         }
         yield* saveSkipped
+        return Effect.void
       })
 
-    const drainPokes = Queue.takeAll(pokes).pipe(
-      Effect.map((positions) => {
-        for (const position of positions) head = Math.max(head, position)
-      })
-    )
+    // Wakes on a poke for a message this consumer has not read yet, or when the poll interval ends.
+    const waitForWork = Effect.race(Queue.take(wake), Effect.sleep(settings.pollInterval))
 
-    // Wakes on the first poke for a message this consumer has not read yet, or when the poll interval ends.
-    const waitForWork = Effect.race(
-      Effect.gen(function*() {
-        while (true) {
-          const positions = yield* Queue.takeBetween(pokes, 1, Number.MAX_SAFE_INTEGER)
-          let news = false
-          for (const position of positions) {
-            head = Math.max(head, position)
-            if (position >= next) news = true
-          }
-          if (news) return
-        }
-      }),
-      Effect.sleep(settings.pollInterval)
-    )
-
-    const step = Effect.gen(function*() {
-      yield* drainPokes
+    /** The next batch from `next`, with the ids among it already marked as processed. */
+    const fetchBatch = Effect.gen(function*() {
+      // A signal from before this fetch is answered by it; one arriving from now on wakes the next wait.
+      yield* Queue.takeAll(wake)
       const headBefore = head
-      const batch = yield* fetch
+      const messages = yield* fetch
+      const last = messages[messages.length - 1]
+      if (last !== undefined) head = Math.max(head, last.globalPosition)
+      const first = messages[0]
+      const marked = first === undefined || first.globalPosition > markedThrough
+        ? noneMarked
+        : yield* waitOutDatabase(store.processedAmong(key, messages.map((message) => message.id)))
+      return { messages, marked, headBefore }
+    })
 
-      if (batch.length > 0) {
-        const marked = yield* waitOutDatabase(store.processedAmong(key, batch.map((message) => message.id)))
-        yield* (settings.transactional ? batchTransactional(batch, marked) : batchDefault(batch, marked)).pipe(
-          Effect.withSpan("Consumer.batch", {
-            attributes: {
-              "messaging.consumer.id": key.consumerId,
-              "messaging.destination.name": key.category,
-              "messaging.batch.message_count": batch.length
-            }
-          })
-        )
-      }
+    const handleBatch = (batch: ReadonlyArray<Message>, marked: ReadonlySet<string>) =>
+      (settings.transactional ? batchTransactional(batch, marked) : batchDefault(batch, marked)).pipe(
+        Effect.withSpan("Consumer.batch", {
+          attributes: {
+            "messaging.consumer.id": key.consumerId,
+            "messaging.destination.name": key.category,
+            "messaging.batch.message_count": batch.length
+          }
+        })
+      )
 
-      // A full batch means more may be waiting: fetch again at once. A short one means caught up as of the fetch.
-      if (batch.length >= settings.batchSize) {
+    // One batch in hand at a time: fetched, handled, then committed. Only a full batch's commit overlaps the next
+    // fetch (more is likely waiting); that fetch's messages are not handled before the commit is done, so a crash
+    // re-runs at most one batch.
+    const loop = Effect.gen(function*() {
+      let batch = yield* fetchBatch
+      while (true) {
+        const commit = batch.messages.length === 0 ? Effect.void : yield* handleBatch(batch.messages, batch.marked)
+
+        if (batch.messages.length >= settings.batchSize) {
+          const [, following] = yield* Effect.all([commit, fetchBatch], { concurrency: 2 })
+          batch = following
+          yield* updateLag
+          continue
+        }
+
+        yield* commit
+        caughtUp = Math.max(caughtUp, batch.headBefore)
         yield* updateLag
-        return
+        yield* waitForWork
+        batch = yield* fetchBatch
       }
-      caughtUp = Math.max(caughtUp, headBefore)
-      yield* updateLag
-      yield* waitForWork
     })
 
     yield* Effect.logDebug("Consumer started").pipe(Effect.annotateLogs({ next }))
-    return yield* Effect.forever(step)
+    return yield* loop
   }).pipe(
     Effect.scoped,
     Effect.annotateLogs({

@@ -23,7 +23,15 @@ export interface Parked {
 const MarkRow = Schema.Struct({ event_id: Schema.String })
 const decodeMarks = Schema.decodeUnknown(Schema.Array(MarkRow))
 
+const BeyondRow = Schema.Struct({ max: Schema.NullOr(Schema.NumberFromString), unknown: Schema.Number })
+const decodeBeyond = Schema.decodeUnknown(Schema.Array(BeyondRow))
+
 export interface ConsumerSql {
+  /**
+   * The highest global position among this consumer's marks above `position`: -1 when there is none, `Infinity`
+   * when a mark without a global position (written by version 1) could be anywhere.
+   */
+  readonly markedBeyond: (key: ConsumerKey, position: number) => Effect.Effect<number, SqlError>
   /** The ids among `ids` already marked as processed for this consumer, lower case. */
   readonly processedAmong: (
     key: ConsumerKey,
@@ -57,6 +65,19 @@ export const make = (sql: SqlClient.SqlClient): ConsumerSql => {
       Effect.map((rows) => new Set(rows.map((row) => row.event_id.toLowerCase())))
     )
 
+  const markedBeyond = (key: ConsumerKey, position: number) =>
+    sql`
+      SELECT max(global_position)::text AS max, count(*) FILTER (WHERE global_position IS NULL)::int AS unknown
+      FROM evento_processed_events
+      WHERE namespace = ${key.namespace}
+        AND category = ${key.category}
+        AND consumer_id = ${key.consumerId}
+        AND (global_position IS NULL OR global_position > ${position})
+    `.pipe(
+      Effect.flatMap((rows) => Effect.orDie(decodeBeyond(rows))),
+      Effect.map(([row]) => row === undefined ? -1 : row.unknown > 0 ? Infinity : row.max ?? -1)
+    )
+
   const park = (key: ConsumerKey, { attempts, error, message }: Parked) =>
     sql`
       INSERT INTO evento_parked_messages
@@ -65,7 +86,9 @@ export const make = (sql: SqlClient.SqlClient): ConsumerSql => {
       VALUES (
         ${key.namespace}, ${key.category}, ${key.consumerId}, ${message.id}, ${message.streamName}, ${message.type},
         ${message.globalPosition}, ${message.position}, ${JSON.stringify(message.data)}::jsonb,
-        ${Option.match(message.metadata, { onNone: () => null, onSome: (metadata) => JSON.stringify(metadata) })}::jsonb,
+        ${
+      Option.match(message.metadata, { onNone: () => null, onSome: (metadata) => JSON.stringify(metadata) })
+    }::jsonb,
         ${error}, ${attempts}
       )
       ON CONFLICT (namespace, category, consumer_id, event_id)
@@ -84,7 +107,9 @@ export const make = (sql: SqlClient.SqlClient): ConsumerSql => {
         INSERT INTO evento_processed_events
           (event_id, namespace, event_type, category, consumer_id, global_position)
         SELECT m.event_id, ${key.namespace}, m.event_type, ${key.category}, ${key.consumerId}, m.global_position
-        FROM jsonb_to_recordset(${JSON.stringify(marks)}::jsonb) AS m(event_id uuid, event_type text, global_position bigint)
+        FROM jsonb_to_recordset(${
+      JSON.stringify(marks)
+    }::jsonb) AS m(event_id uuid, event_type text, global_position bigint)
         ON CONFLICT DO NOTHING
       )
       INSERT INTO evento_consumer_positions (namespace, category, consumer_id, position, updated_at)
@@ -109,5 +134,5 @@ export const make = (sql: SqlClient.SqlClient): ConsumerSql => {
         )
       )
 
-  return { processedAmong, commit, park }
+  return { markedBeyond, processedAmong, commit, park }
 }
