@@ -2,13 +2,14 @@
  * `npm run bench -- sender`: how close the outbox sender comes to a plain client.
  *
  * N messages over M streams (round-robin, as concurrent writers would leave them) are written to the outbox and
- * drained by `OutboxSender.drain`; the same messages (in streams of their own) are then sent by a plain loop over
+ * drained by `OutboxSender.drain`; the same messages (in streams of their own) are also sent by a plain loop over
  * `EventoClient.streamWrite` with the same concurrency, one fiber per stream at a time, each message with its own
- * id as the sender sends it. ratio = sender throughput / plain throughput; the bar is 0.7. A small warm-up of
- * both runs first so neither pays for JIT compilation and connection set-up alone.
+ * id as the sender sends it. ratio = sender throughput / plain throughput over all rounds; the bar is 0.7. A small
+ * warm-up of both runs first so neither pays for JIT compilation and connection set-up alone, and the rounds
+ * alternate which path goes first.
  *
- * Configuration: `BENCH_SENDER_EVENTS` (5000), `BENCH_SENDER_STREAMS` (100), `BENCH_SENDER_CONCURRENCY` (8), and
- * `DATABASE_URL`, `EVENTODB_URL`, `EVENTODB_TOKEN`, `EVENTODB_ADMIN_TOKEN` as in bench/support.ts.
+ * Configuration: `BENCH_SENDER_EVENTS` (5000), `BENCH_SENDER_STREAMS` (100), `BENCH_SENDER_CONCURRENCY` (8),
+ * `BENCH_SENDER_ROUNDS` (2), and `DATABASE_URL`, `EVENTODB_URL`, `EVENTODB_TOKEN`, `EVENTODB_ADMIN_TOKEN` as in bench/support.ts.
  */
 import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
@@ -31,6 +32,8 @@ import {
 } from "./support.js"
 
 const threshold = 0.7
+
+const round2 = (value: number) => round(value, 3)
 
 interface Planned {
   readonly stream: string
@@ -92,8 +95,16 @@ const measure = (target: EventoTarget) =>
     const events = yield* Config.integer("BENCH_SENDER_EVENTS").pipe(Config.withDefault(5000))
     const streams = yield* Config.integer("BENCH_SENDER_STREAMS").pipe(Config.withDefault(100))
     const concurrency = yield* Config.integer("BENCH_SENDER_CONCURRENCY").pipe(Config.withDefault(8))
+    const rounds = yield* Config.integer("BENCH_SENDER_ROUNDS").pipe(Config.withDefault(2))
     yield* Effect.logInfo("bench sender").pipe(
-      Effect.annotateLogs({ events, streams, concurrency, evento: target.description, namespace: target.namespace })
+      Effect.annotateLogs({
+        events,
+        streams,
+        concurrency,
+        rounds,
+        evento: target.description,
+        namespace: target.namespace
+      })
     )
     const id = runId()
     const options = { concurrency }
@@ -104,33 +115,53 @@ const measure = (target: EventoTarget) =>
     yield* writeOutbox(plan(`warmOutbox${id}`, warmup, streams))
     yield* OutboxSender.drainWith(options)
 
-    const plainRun = yield* timed(plain(plan(`plain${id}`, events, streams), concurrency))
-    yield* writeOutbox(plan(`outbox${id}`, events, streams))
-    const senderRun = yield* timed(OutboxSender.drainWith(options))
-
-    const backlog = yield* OutboxSender.backlog(target.namespace)
-    if (senderRun.result !== events || backlog.unsent !== 0) {
-      return yield* new BenchError({
-        message: `the sender delivered ${senderRun.result} of ${events} rows; ${backlog.unsent} left unsent`
+    // Rounds alternate which path goes first (plain-sender, sender-plain, ...), so a machine that gets busier or
+    // quieter during the run does not favour one path.
+    const plainRuns: Array<number> = []
+    const senderRuns: Array<number> = []
+    for (let round = 0; round < rounds; round++) {
+      const runPlain = Effect.map(
+        timed(plain(plan(`plain${id}r${round}`, events, streams), concurrency)),
+        ({ seconds }) => void plainRuns.push(seconds)
+      )
+      const runSender = Effect.gen(function*() {
+        yield* writeOutbox(plan(`outbox${id}r${round}`, events, streams))
+        const { result, seconds } = yield* timed(OutboxSender.drainWith(options))
+        const backlog = yield* OutboxSender.backlog(target.namespace)
+        if (result !== events || backlog.unsent !== 0) {
+          return yield* new BenchError({
+            message: `the sender delivered ${result} of ${events} rows; ${backlog.unsent} left unsent`
+          })
+        }
+        senderRuns.push(seconds)
       })
+      yield* round % 2 === 0 ? Effect.zipRight(runPlain, runSender) : Effect.zipRight(runSender, runPlain)
     }
 
-    const plainPerSec = events / plainRun.seconds
-    const senderPerSec = events / senderRun.seconds
+    const sum = (xs: ReadonlyArray<number>) => xs.reduce((a, b) => a + b, 0)
+    const plainPerSec = (events * rounds) / sum(plainRuns)
+    const senderPerSec = (events * rounds) / sum(senderRuns)
     const ratio = senderPerSec / plainPerSec
+    const perRound = plainRuns.map((seconds, round) => [
+      `round ${round + 1} (${round % 2 === 0 ? "plain first" : "sender first"})`,
+      Math.round(events / seconds),
+      Math.round(events / senderRuns[round]!),
+      round2(senderRuns[round]! === 0 ? 0 : (events / senderRuns[round]!) / (events / seconds))
+    ])
     process.stdout.write(
-      `\nbench sender: ${events} events over ${streams} streams, concurrency ${concurrency}, ${target.description}\n\n` +
+      `\nbench sender: ${events} events over ${streams} streams, concurrency ${concurrency}, ${rounds} rounds, ` +
+        `${target.description}\n\n` +
         table([
-          ["path", "events", "seconds", "events/s"],
-          ["plain EventoClient loop", events, round(plainRun.seconds, 3), Math.round(plainPerSec)],
-          ["OutboxSender.drain", events, round(senderRun.seconds, 3), Math.round(senderPerSec)]
+          ["", "plain events/s", "sender events/s", "ratio"],
+          ...perRound,
+          ["all rounds", Math.round(plainPerSec), Math.round(senderPerSec), round2(ratio)]
         ]) +
-        `\n\nratio ${round(ratio, 3)} (bar: ${threshold})\n\n`
+        `\n\nratio ${round2(ratio)} (bar: ${threshold})\n\n`
     )
     const outcome: Outcome = {
       json: {
         bench: "sender",
-        ratio: round(ratio, 3),
+        ratio: round2(ratio),
         senderPerSec: Math.round(senderPerSec),
         plainPerSec: Math.round(plainPerSec),
         events,

@@ -12,6 +12,7 @@ import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
@@ -370,8 +371,10 @@ export const make = (input?: Input): Effect.Effect<Sender, never, EventoClient |
     // A row is held back while any earlier unsent row of its stream is parked or waiting for its backoff, so a
     // failing row blocks its own stream only and never fills the batch (LESSONS.md 4 and 5).
     // The blocked streams are collected once per query (MATERIALIZED): left to itself, the planner may rescan the
-    // unsent rows for every candidate when the table has no statistics yet.
-    const select = sql`
+    // unsent rows for every candidate when the table has no statistics yet. `excluded` holds rows being sent, or
+    // delivered and not marked yet, which must not be picked again.
+    const select = (excluded: ReadonlyArray<string>) =>
+      sql`
       WITH blocked AS MATERIALIZED (
         SELECT stream, min(seq) AS seq
         FROM evento_outbox
@@ -387,17 +390,18 @@ export const make = (input?: Input): Effect.Effect<Sender, never, EventoClient |
         AND o.parked_at IS NULL
         AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())
         AND NOT EXISTS (SELECT 1 FROM blocked b WHERE b.stream = o.stream AND b.seq < o.seq)
+        ${excluded.length === 0 ? sql.literal("") : sql`AND o.id NOT IN ${sql.in(excluded)}`}
       ORDER BY o.seq
       LIMIT ${options.batchSize}
     `.pipe(
-      Effect.flatMap((rows) =>
-        Effect.forEach(rows, (raw) =>
-          decodeHead(raw).pipe(
-            Effect.map((head): Row => ({ ...head, raw })),
-            Effect.mapError(decodeFailed("outbox row"))
-          ))
+        Effect.flatMap((rows) =>
+          Effect.forEach(rows, (raw) =>
+            decodeHead(raw).pipe(
+              Effect.map((head): Row => ({ ...head, raw })),
+              Effect.mapError(decodeFailed("outbox row"))
+            ))
+        )
       )
-    )
 
     const markSent = (ids: ReadonlyArray<string>) =>
       ids.length === 0 ? Effect.void : sql`
@@ -546,42 +550,70 @@ export const make = (input?: Input): Effect.Effect<Sender, never, EventoClient |
         }
       })
 
-    const batch = (rows: ReadonlyArray<Row>) =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function*() {
-          const groups = new Map<string, Array<Row>>()
-          for (const row of rows) {
-            const group = groups.get(row.stream)
-            if (group === undefined) groups.set(row.stream, [row])
-            else group.push(row)
-          }
-          const done: Array<string> = []
-          const stop = yield* Ref.make(Option.none<Halted>())
-          const work = yield* Effect.exit(restore(
-            Effect.forEach(groups.values(), (group) => sendGroup(group, done, stop), {
-              concurrency: options.concurrency,
-              discard: true
-            })
-          ))
-          // Whatever ended the batch, what EventoDB accepted is marked: an interrupted sender must not leave
-          // delivered rows unmarked when it can help it (a resend would still be caught by its message id).
-          yield* markSent(done)
-          yield* Metric.incrementBy(sentCounter, done.length)
-          if (Exit.isFailure(work)) return yield* Effect.failCause(work.cause)
-          const halted = yield* Ref.get(stop)
-          if (Option.isSome(halted)) return yield* halted.value
-          return done.length
+    /** Sends one batch: each stream's rows in order, the streams in parallel. */
+    const sendBatch = (rows: ReadonlyArray<Row>, done: Array<string>) =>
+      Effect.gen(function*() {
+        const groups = new Map<string, Array<Row>>()
+        for (const row of rows) {
+          const group = groups.get(row.stream)
+          if (group === undefined) groups.set(row.stream, [row])
+          else group.push(row)
+        }
+        const stop = yield* Ref.make(Option.none<Halted>())
+        yield* Effect.forEach(groups.values(), (group) => sendGroup(group, done, stop), {
+          concurrency: options.concurrency,
+          discard: true
         })
-      )
+        return yield* Ref.get(stop)
+      })
 
-    const pass = Effect.gen(function*() {
-      let sent = 0
-      while (true) {
-        const rows = yield* select
-        if (rows.length === 0) return sent
-        sent += yield* batch(rows)
-      }
-    })
+    /**
+     * Batches run one after the other, but the database work between them is hidden behind the sends: while a
+     * batch is being sent, the previous batch is marked and the next one selected, excluding the rows in flight.
+     * That next batch is only used when every row of the current one was delivered; otherwise a later row of a
+     * failing stream could be in it, so it is selected again once the failures are recorded.
+     */
+    const pass = Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function*() {
+        let unmarked: Array<string> = []
+        let sent = 0
+        const flush = Effect.suspend(() => {
+          const ids = unmarked
+          unmarked = []
+          return markSent(ids).pipe(Effect.zipRight(Metric.incrementBy(sentCounter, ids.length)))
+        })
+
+        const run = Effect.gen(function*() {
+          let rows = yield* restore(select([]))
+          while (rows.length > 0) {
+            const current = rows
+            const ahead = yield* Effect.fork(flush.pipe(Effect.zipRight(select(current.map((row) => row.id)))))
+            const done: Array<string> = []
+            const sending = yield* Effect.exit(restore(sendBatch(current, done)))
+            unmarked.push(...done)
+            sent += done.length
+            const next = yield* Fiber.join(ahead)
+            if (Exit.isFailure(sending)) return yield* Effect.failCause(sending.cause)
+            if (Option.isSome(sending.value)) return yield* sending.value.value
+            if (done.length === current.length) {
+              rows = next
+            } else {
+              yield* flush
+              rows = yield* restore(select([]))
+            }
+          }
+          return sent
+        })
+
+        // Whatever ends the pass (nothing left, a halt, a database error, an interruption), what EventoDB accepted
+        // is marked if the database lets us: a row left unmarked is sent again and recognised by its message id.
+        const exit = yield* Effect.exit(run)
+        const flushed = yield* Effect.exit(flush)
+        if (Exit.isFailure(exit)) return yield* Effect.failCause(exit.cause)
+        if (Exit.isFailure(flushed)) return yield* Effect.failCause(flushed.cause)
+        return exit.value
+      })
+    )
 
     const namespaceStats = stats(namespace).pipe(
       Effect.provideService(SqlClient, sql),
