@@ -121,7 +121,9 @@ export class UnknownMessageType extends Schema.TaggedError<UnknownMessageType>()
 }) {}
 
 /**
- * What `run` and `layer` need besides the handler's own requirements.
+ * What `run` and `layer` need besides the handler's own requirements. The consumer commits a batch's marks and
+ * position in one statement on the `SqlClient`, on the tables of `PositionStore.layer` and `Idempotency.layer`: use
+ * those layers (not the memory ones) with a consumer, on the same database.
  *
  * @since 0.1.0
  * @category models

@@ -227,6 +227,31 @@ layer(TestLayer, { excludeTestServices: true, timeout: "120 seconds" })("Consume
       })
     }))
 
+  it.scoped("reads only the messages the server's correlation filter lets through", () =>
+    Effect.gen(function*() {
+      const client = yield* EventoClient
+      const category = freshCategory("corr")
+      const write = (correlationStreamName: string | undefined) =>
+        Effect.orDie(client.streamWrite(`${category}-1`, {
+          type: "Happened",
+          data: {},
+          ...(correlationStreamName === undefined ? {} : { metadata: { correlationStreamName } })
+        }))
+      const wanted = yield* write("workflow-1")
+      yield* write("other-2")
+      yield* write(undefined)
+      const alsoWanted = yield* write("workflow-9")
+      const seen = recorder()
+
+      const fiber = yield* Effect.forkScoped(
+        Consumer.run({ category, consumerId: "corr", correlation: "workflow", handler: seen.handler })
+      )
+      yield* until("both handled", () => seen.messages.length >= 2)
+      yield* Effect.sleep("300 millis")
+      yield* Fiber.interrupt(fiber)
+      assert.deepStrictEqual(positionsOf(seen.messages), [wanted.globalPosition, alsoWanted.globalPosition])
+    }))
+
   it.scoped("dispatches by type with decoded data, skips and counts unknown types, parks undecodable data", () =>
     Effect.gen(function*() {
       const client = yield* EventoClient

@@ -459,26 +459,22 @@ export const run = <E, R>(
         })
       )
 
-    // One batch in hand at a time: fetched, handled, then committed. Only a full batch's commit overlaps the next
-    // fetch (more is likely waiting); that fetch's messages are not handled before the commit is done, so a crash
-    // re-runs at most one batch.
+    // One batch in hand at a time: fetched, handled, committed. The commit runs beside whatever comes next (the
+    // next fetch at once after a full batch, else the wait for a poke or the poll and then the fetch), and the next
+    // batch is handled only once the commit is done: a crash re-runs at most one batch.
     const loop = Effect.gen(function*() {
       let batch = yield* fetchBatch
       while (true) {
         const commit = batch.messages.length === 0 ? Effect.void : yield* handleBatch(batch.messages, batch.marked)
+        const full = batch.messages.length >= settings.batchSize
+        // A short batch means nothing more was there when the fetch started.
+        if (!full) caughtUp = Math.max(caughtUp, batch.headBefore)
 
-        if (batch.messages.length >= settings.batchSize) {
-          const [, following] = yield* Effect.all([commit, fetchBatch], { concurrency: 2 })
-          batch = following
-          yield* updateLag
-          continue
-        }
-
-        yield* commit
-        caughtUp = Math.max(caughtUp, batch.headBefore)
-        yield* updateLag
-        yield* waitForWork
-        batch = yield* fetchBatch
+        const [, following] = yield* Effect.all([
+          Effect.zipRight(commit, updateLag),
+          full ? fetchBatch : Effect.zipRight(waitForWork, fetchBatch)
+        ], { concurrency: 2 })
+        batch = following
       }
     })
 
