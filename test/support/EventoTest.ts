@@ -10,8 +10,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
-import { EventoClient } from "../../src/EventoClient.js"
-import * as EventoClientModule from "../../src/EventoClient.js"
+import * as EventoClient from "../../src/EventoClient.js"
 import * as EventoTestServer from "../../src/EventoTestServer.js"
 
 export interface Target {
@@ -82,11 +81,11 @@ export const freshNamespace: Effect.Effect<
 })
 
 /** The target, an `EventoClient` on a fresh namespace, and the `HttpClient` it uses. */
-export const layer: Layer.Layer<EventoTarget | EventoClient | HttpClient.HttpClient> = Layer.unwrapScoped(
+export const layer: Layer.Layer<EventoTarget | EventoClient.EventoClient | HttpClient.HttpClient> = Layer.unwrapScoped(
   Effect.gen(function*() {
     const target = yield* EventoTarget
     const { token } = yield* freshNamespace
-    return EventoClientModule.layer({ url: target.url, token })
+    return EventoClient.layer({ url: target.url, token })
   })
 ).pipe(
   Layer.orDie,
