@@ -15,6 +15,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
 import * as Queue from "effect/Queue"
 import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
@@ -24,7 +25,10 @@ import * as Stream from "effect/Stream"
 import { EventoClient, type JsonObject, type NewMessage, type WriteOptions } from "../EventoClient.js"
 import { EventoError } from "../EventoError.js"
 
-/** The channel `Outbox.write` notifies inside the writer's transaction; the payload is the namespace. */
+/**
+ * The channel `Outbox.write` notifies inside the writer's transaction; the payload is the namespace. Spelled out
+ * rather than imported from internal/outbox.ts, which imports Outbox.ts: the cycle would leave it uninitialised.
+ */
 export const channel = "evento_outbox"
 
 /** The name the sender competes for under `Singleton`. */
@@ -130,7 +134,12 @@ const decodePayload = Schema.decodeUnknown(RowPayload)
 
 const payloadOf = (row: Row): Effect.Effect<Payload, string> =>
   decodePayload(row.raw).pipe(
-    Effect.mapError((error) => `outbox row does not decode: ${error.message}`),
+    Effect.mapError((error) =>
+      `outbox row does not decode: ${
+        ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => `${issue.path.join(".")}: ${issue.message}`)
+          .join("; ")
+      }`
+    ),
     Effect.map((payload): Payload => {
       const metadata: JsonObject | undefined = payload.metadata ?? undefined
       const options = payload.write_options
@@ -452,9 +461,7 @@ export const make = (input?: Input): Effect.Effect<Sender, never, EventoClient |
       client.streamVersion(row.stream).pipe(
         Effect.as(Option.none<Outcome>()),
         Effect.catchAll((error) =>
-          Effect.succeed(
-            Option.some(error._tag === "EventoAuthError" ? halt("auth", error) : halt("unreachable", error))
-          )
+          Effect.succeed(Option.some(classifyHalt(error)))
         )
       )
 
@@ -467,9 +474,7 @@ export const make = (input?: Input): Effect.Effect<Sender, never, EventoClient |
             const found = messages[0]
             return found !== undefined && found.id.toLowerCase() === row.id.toLowerCase() ? delivered : park(error)
           }),
-          Effect.catchAll((readError) =>
-            Effect.succeed(classifyHalt(readError))
-          )
+          Effect.catchAll((readError) => Effect.succeed(classifyHalt(readError)))
         )
 
     const classifyHalt = (error: EventoError): Outcome => {
@@ -658,7 +663,7 @@ export const run = (input?: Input): Effect.Effect<never, never, EventoClient | S
     const sender = yield* make(input)
     const { backoff, pollInterval } = sender.options
     const wake = yield* Queue.sliding<void>(1)
-    const halts = yield* Ref.make(0)
+    const failures = yield* Ref.make(0)
 
     yield* listen(sender.namespace, wake).pipe(
       logAnnotations(sender.namespace, "listen"),
@@ -671,23 +676,29 @@ export const run = (input?: Input): Effect.Effect<never, never, EventoClient | S
       Effect.forkScoped
     )
 
-    const afterHalt = (halted: Halted) =>
+    // Consecutive passes that ended without the rows being at fault back off together, and start over from the
+    // first delay after a pass that ends normally.
+    const backOff = (log: Effect.Effect<void>) =>
       Effect.gen(function*() {
-        const count = yield* Ref.updateAndGet(halts, (n) => n + 1)
+        const count = yield* Ref.updateAndGet(failures, (n) => n + 1)
         const delay = yield* backoffDelay(backoff, count)
-        const annotations = {
-          reason: halted.reason,
-          error: halted.error._tag,
-          errorMessage: halted.error.message,
-          retryInMillis: Duration.toMillis(delay)
-        }
-        // A refused token is an operator's problem (a rotation, a deleted namespace): say so loudly, park nothing.
-        yield* (halted.reason === "unreachable"
-          ? Effect.logWarning("EventoDB unavailable, outbox sender backing off")
-          : Effect.logError("outbox sender paused")).pipe(Effect.annotateLogs(annotations))
+        yield* log.pipe(Effect.annotateLogs({ retryInMillis: Duration.toMillis(delay) }))
         yield* Effect.sleep(delay)
         yield* Queue.offer(wake, undefined)
       })
+
+    const afterHalt = (halted: Halted) =>
+      backOff(
+        // A refused token is an operator's problem (a rotation, a deleted namespace): say so loudly, park nothing.
+        (halted.reason === "unreachable"
+          ? Effect.logWarning("EventoDB unavailable, outbox sender backing off")
+          : Effect.logError("outbox sender paused")).pipe(
+            Effect.annotateLogs({ reason: halted.reason, error: halted.error._tag, errorMessage: halted.error.message })
+          )
+      )
+
+    const afterSqlError = (error: SqlError) =>
+      backOff(Effect.logWarning("outbox sender database error, backing off", error))
 
     const step = Effect.gen(function*() {
       const due = yield* sender.stats.pipe(
@@ -702,11 +713,8 @@ export const run = (input?: Input): Effect.Effect<never, never, EventoClient | S
         Effect.tap((sent) =>
           sent > 0 ? Effect.logDebug("outbox rows sent").pipe(Effect.annotateLogs({ sent })) : Effect.void
         ),
-        Effect.zipRight(Ref.set(halts, 0)),
-        Effect.catchTags({
-          Halted: afterHalt,
-          SqlError: (error) => Effect.logWarning("outbox sender database error, will retry", error)
-        })
+        Effect.zipRight(Ref.set(failures, 0)),
+        Effect.catchTags({ Halted: afterHalt, SqlError: afterSqlError })
       )
     })
 
