@@ -1,0 +1,440 @@
+/**
+ * Bad input on the public entry points: each is refused with a typed error, and nothing reaches EventoDB or the
+ * database. Runs against the in-process server, or a real one through `EVENTODB_URL` and `EVENTODB_ADMIN_TOKEN`.
+ *
+ * Inputs that only a cast can produce are cast on purpose: JavaScript callers and decoded configuration get no help
+ * from the types.
+ */
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import type * as HttpClient from "@effect/platform/HttpClient"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import { SqlClient } from "@effect/sql/SqlClient"
+import { assert, layer } from "@effect/vitest"
+import * as Cause from "effect/Cause"
+import * as ConfigProvider from "effect/ConfigProvider"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
+import * as Consumer from "../src/Consumer.js"
+import * as EventoClient from "../src/EventoClient.js"
+import * as EventodbKit from "../src/EventodbKit.js"
+import * as EventoTestServer from "../src/EventoTestServer.js"
+import * as Idempotency from "../src/Idempotency.js"
+import * as Migrations from "../src/Migrations.js"
+import * as Outbox from "../src/Outbox.js"
+import * as PositionStore from "../src/PositionStore.js"
+import * as EventoTest from "./support/EventoTest.js"
+import * as PgTest from "./support/PgTest.js"
+
+const TestLayer: Layer.Layer<
+  SqlClient | PgClient.PgClient | EventoTest.EventoTarget | HttpClient.HttpClient
+> = Layer.mergeAll(
+  Layer.effectDiscard(Effect.orDie(Migrations.up())).pipe(Layer.provideMerge(PgTest.layer)),
+  EventoTest.layerTarget,
+  NodeHttpClient.layerUndici
+)
+
+/** Anything a cast can smuggle past the types. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const cast = (value: unknown): any => value
+
+const cycle = (): Record<string, unknown> => {
+  const value: Record<string, unknown> = { a: 1 }
+  value["self"] = value
+  return value
+}
+
+/** Fails unless `effect` fails with an error tagged `tag` (and `reason`, when given). */
+const refused = <A, E extends { readonly _tag: string }, R>(
+  what: string,
+  effect: Effect.Effect<A, E, R>,
+  tag: string,
+  reason?: string
+) =>
+  Effect.gen(function*() {
+    const result = yield* Effect.either(effect)
+    if (Either.isRight(result)) return assert.fail(`${what}: accepted, expected ${tag}`)
+    assert.strictEqual(result.left._tag, tag, `${what}: ${JSON.stringify(result.left)}`)
+    if (reason !== undefined) {
+      assert.strictEqual((result.left as unknown as { readonly reason?: string }).reason, reason, what)
+    }
+  })
+
+/** A client on a namespace of its own (deleted afterwards), and a way to read everything in that namespace. */
+const freshClient = Effect.gen(function*() {
+  const target = yield* EventoTest.EventoTarget
+  const { namespace, token } = yield* EventoTest.freshNamespace
+  const client = yield* EventoClient.make({ url: target.url, token }).pipe(Effect.orDie)
+  const everything = client.categoryGet("").pipe(Effect.orDie)
+  return { client, namespace, token, target, everything }
+})
+
+let counter = 0
+const freshName = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${(counter++).toString(36)}`
+
+/** The outbox rows of a namespace. */
+const outboxRows = (namespace: string) =>
+  Effect.flatMap(
+    SqlClient,
+    (sql) =>
+      sql<{ n: number }>`SELECT count(*)::int AS n FROM evento_outbox WHERE namespace = ${namespace}`.pipe(
+        Effect.map((rows) => rows[0]?.n ?? -1),
+        Effect.orDie
+      )
+  )
+
+const fromMap = (entries: Record<string, string>) =>
+  Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(entries))))
+
+const someToken = `ns_${Buffer.from("default").toString("base64url")}_${"0".repeat(64)}`
+
+layer(TestLayer, { timeout: "60 seconds", excludeTestServices: true })("Bad input", (it) => {
+  // --- EventoClient ---
+
+  it.scoped("EventoClient refuses empty and non-string stream and category names before sending", () =>
+    Effect.gen(function*() {
+      const { client, everything } = yield* freshClient
+      const message = { type: "Happened", data: {} }
+      for (const name of ["", cast(42), cast(null), cast(undefined), cast({ stream: "a-1" })]) {
+        const label = JSON.stringify(name) ?? "undefined"
+        yield* refused(`streamWrite ${label}`, client.streamWrite(name, message), "InvalidRequest")
+        yield* refused(`streamGet ${label}`, client.streamGet(name), "InvalidRequest")
+        yield* refused(`streamLast ${label}`, client.streamLast(name), "InvalidRequest")
+        yield* refused(`streamVersion ${label}`, client.streamVersion(name), "InvalidRequest")
+      }
+      yield* refused("categoryGet 42", client.categoryGet(cast(42)), "InvalidRequest")
+      yield* refused("namespaceCreate \"\"", client.namespaceCreate(""), "InvalidRequest")
+      assert.deepStrictEqual(yield* everything, [])
+    }))
+
+  it.scoped("EventoClient refuses messages whose type, data or metadata are not what the server stores", () =>
+    Effect.gen(function*() {
+      const { client, everything } = yield* freshClient
+      const stream = "shape-1"
+      const shapes: ReadonlyArray<readonly [string, unknown]> = [
+        ["message null", null],
+        ["message a string", "Happened"],
+        ["type missing", { data: {} }],
+        ["type empty", { type: "", data: {} }],
+        ["type a number", { type: 7, data: {} }],
+        ["data missing", { type: "Happened" }],
+        ["data null", { type: "Happened", data: null }],
+        ["data a string", { type: "Happened", data: "x" }],
+        ["data a number", { type: "Happened", data: 1 }],
+        ["data an array", { type: "Happened", data: [1, 2] }],
+        ["data a function", { type: "Happened", data: () => ({}) }],
+        ["data a Date", { type: "Happened", data: new Date(0) }],
+        ["data holding a bigint", { type: "Happened", data: { amount: 10n } }],
+        ["data with a cycle", { type: "Happened", data: cycle() }],
+        ["metadata an array", { type: "Happened", data: {}, metadata: [] }],
+        ["metadata a string", { type: "Happened", data: {}, metadata: "m" }]
+      ]
+      for (const [what, message] of shapes) {
+        yield* refused(what, client.streamWrite(stream, cast(message)), "InvalidRequest")
+      }
+      assert.deepStrictEqual(yield* everything, [])
+    }))
+
+  it.scoped("EventoClient refuses bad options: versions, ids, batch sizes and consumer groups", () =>
+    Effect.gen(function*() {
+      const { client, everything } = yield* freshClient
+      const message = { type: "Happened", data: {} }
+      for (const expectedVersion of [1.5, Number.NaN, Number.POSITIVE_INFINITY, cast("0")]) {
+        yield* refused(
+          `expectedVersion ${String(expectedVersion)}`,
+          client.streamWrite("options-1", message, { expectedVersion }),
+          "InvalidRequest"
+        )
+      }
+      // Below -1 no stream can ever match: the server answers a conflict, and writes nothing.
+      yield* refused(
+        "expectedVersion -2",
+        client.streamWrite("options-1", message, { expectedVersion: -2 }),
+        "StreamVersionConflict"
+      )
+      yield* refused("id a number", client.streamWrite("options-1", message, { id: cast(5) }), "InvalidRequest")
+      yield* refused("options a string", client.streamWrite("options-1", message, cast("x")), "InvalidRequest")
+      // Not a UUID: the server refuses it (500 BACKEND_ERROR on every backend); typed, and nothing is stored.
+      const notUuid = yield* Effect.either(client.streamWrite("options-1", message, { id: "not-a-uuid" }))
+      assert.isTrue(Either.isLeft(notUuid), "a non-UUID id must be refused")
+      if (Either.isLeft(notUuid)) assert.include(["InvalidRequest", "EventoServerError"], notUuid.left._tag)
+
+      for (const batchSize of [10001, 1.5, cast("10")]) {
+        yield* refused(
+          `streamGet batchSize ${batchSize}`,
+          client.streamGet("options-1", { batchSize }),
+          "InvalidRequest"
+        )
+        yield* refused(
+          `categoryGet batchSize ${batchSize}`,
+          client.categoryGet("options", { batchSize }),
+          "InvalidRequest"
+        )
+      }
+      yield* refused("position 1.5", client.streamGet("options-1", { position: 1.5 }), "InvalidRequest")
+      const groups: ReadonlyArray<unknown> = [
+        { member: 2, size: 2 },
+        { member: 3, size: 2 },
+        { member: -1, size: 2 },
+        { member: 0, size: 0 },
+        { member: 0.5, size: 2 },
+        { member: 0 },
+        "0/2"
+      ]
+      for (const consumerGroup of groups) {
+        yield* refused(
+          `consumerGroup ${JSON.stringify(consumerGroup)}`,
+          client.categoryGet("options", { consumerGroup: cast(consumerGroup) }),
+          "InvalidRequest"
+        )
+      }
+      assert.deepStrictEqual(yield* everything, [])
+    }))
+
+  it.scoped("EventoClient refuses malformed, garbage, foreign and unknown tokens, and writes nothing with them", () =>
+    Effect.gen(function*() {
+      const { client, everything, namespace, target } = yield* freshClient
+      const malformed = [
+        "",
+        "garbage",
+        "ns_",
+        `ns_${Buffer.from(namespace).toString("base64url")}`,
+        `ns_${Buffer.from(namespace).toString("base64url")}_123`,
+        `ns_${Buffer.from(namespace).toString("base64url")}_${"z".repeat(64)}`,
+        `ns_!!_${"0".repeat(64)}`,
+        `ns__${"0".repeat(64)}`,
+        `ns_${Buffer.from(namespace).toString("base64url")}_${"0".repeat(64)}_extra`,
+        `Bearer ns_${Buffer.from(namespace).toString("base64url")}_${"0".repeat(64)}`
+      ]
+      for (const token of malformed) {
+        yield* refused(
+          `make ${JSON.stringify(token)}`,
+          EventoClient.make({ url: target.url, token }),
+          "EventoAuthError",
+          "invalid-token"
+        )
+        yield* refused(
+          `withToken ${JSON.stringify(token)}`,
+          client.withToken(token),
+          "EventoAuthError",
+          "invalid-token"
+        )
+      }
+
+      // Well formed, but the secret is not this namespace's, or the namespace does not exist.
+      const foreign = yield* client.withToken(`ns_${Buffer.from(namespace).toString("base64url")}_${"a".repeat(64)}`)
+      yield* refused(
+        "write with a wrong secret",
+        foreign.streamWrite("token-1", { type: "T", data: {} }),
+        "EventoAuthError",
+        "unauthorized"
+      )
+      yield* refused("read with a wrong secret", foreign.streamGet("token-1"), "EventoAuthError", "unauthorized")
+      const unknown = yield* client.withToken(
+        `ns_${Buffer.from(freshName("ghost")).toString("base64url")}_${"a".repeat(64)}`
+      )
+      yield* refused(
+        "write to an unknown namespace",
+        unknown.streamWrite("token-1", { type: "T", data: {} }),
+        "EventoAuthError",
+        "unauthorized"
+      )
+      assert.deepStrictEqual(yield* everything, [])
+
+      // The testing server refuses an admin token it could not parse, or one for another namespace.
+      yield* refused(
+        "EventoTestServer with a garbage token",
+        Effect.scoped(EventoTestServer.make({ token: "garbage" })),
+        "EventoTestServerError",
+        "invalid-token"
+      )
+      yield* refused(
+        "EventoTestServer with another namespace's token",
+        Effect.scoped(
+          EventoTestServer.make({ token: `ns_${Buffer.from("other").toString("base64url")}_${"0".repeat(64)}` })
+        ),
+        "EventoTestServerError",
+        "invalid-token"
+      )
+    }))
+
+  it.scoped("configuration: a missing or malformed EVENTODB_TOKEN, a bad timeout or DATABASE_URL fail the layer", () =>
+    Effect.gen(function*() {
+      const client = (entries: Record<string, string>) =>
+        Layer.build(EventoClient.layerConfig().pipe(Layer.provide(NodeHttpClient.layerUndici))).pipe(
+          Effect.scoped,
+          fromMap(entries)
+        )
+      yield* refused("no EVENTODB_TOKEN", client({ EVENTODB_URL: "http://127.0.0.1:1" }), "ConfigError")
+      yield* refused(
+        "malformed EVENTODB_TOKEN",
+        client({ EVENTODB_URL: "http://127.0.0.1:1", EVENTODB_TOKEN: "ns_nope" }),
+        "EventoAuthError",
+        "invalid-token"
+      )
+      yield* refused(
+        "EVENTODB_TIMEOUT not a duration",
+        client({ EVENTODB_URL: "http://127.0.0.1:1", EVENTODB_TOKEN: someToken, EVENTODB_TIMEOUT: "soon" }),
+        "ConfigError"
+      )
+
+      const kit = (entries: Record<string, string>) =>
+        Layer.build(EventodbKit.layerConfig()).pipe(Effect.scoped, fromMap(entries))
+      const evento = { EVENTODB_URL: "http://127.0.0.1:1", EVENTODB_TOKEN: someToken }
+      yield* refused("EventodbKit without DATABASE_URL", kit(evento), "ConfigError")
+      yield* refused("EventodbKit with a garbage DATABASE_URL", kit({ ...evento, DATABASE_URL: "garbage" }), "SqlError")
+      yield* refused(
+        "EventodbKit with an unreachable DATABASE_URL",
+        kit({ ...evento, DATABASE_URL: "postgres://postgres@127.0.0.1:1/nowhere" }),
+        "SqlError"
+      )
+      yield* refused(
+        "EventodbKit with a malformed EVENTODB_TOKEN",
+        kit({ ...evento, EVENTODB_TOKEN: "x", DATABASE_URL: PgTest.serverUrl() }),
+        "EventoAuthError",
+        "invalid-token"
+      )
+    }))
+
+  // --- Outbox ---
+
+  it.effect("Outbox refuses bad stream names, message shapes and options, and writes no row", () =>
+    Effect.gen(function*() {
+      const namespace = freshName("badinput")
+      const write = (stream: unknown, message: unknown, options?: unknown) =>
+        Outbox.write(cast(stream), cast(message), cast(options)).pipe(Effect.provide(Outbox.layer({ namespace })))
+      const ok = { type: "Happened", data: {} }
+      const cases: ReadonlyArray<
+        readonly [string, Effect.Effect<unknown, { readonly _tag: string }, SqlClient>, string]
+      > = [
+        ["stream empty", write("", ok), "invalid-stream"],
+        ["stream a number", write(42, ok), "invalid-stream"],
+        ["stream undefined", write(undefined, ok), "invalid-stream"],
+        ["stream with NUL", write("a-\u0000", ok), "invalid-stream"],
+        ["message null", write("a-1", null), "invalid-type"],
+        ["type empty", write("a-1", { type: "", data: {} }), "invalid-type"],
+        ["type a number", write("a-1", { type: 1, data: {} }), "invalid-type"],
+        ["data missing", write("a-1", { type: "T" }), "invalid-data"],
+        ["data a string", write("a-1", { type: "T", data: "x" }), "invalid-data"],
+        ["data an array", write("a-1", { type: "T", data: [] }), "invalid-data"],
+        ["data a function", write("a-1", { type: "T", data: () => 1 }), "invalid-data"],
+        ["data holding a function", write("a-1", { type: "T", data: { f: () => 1 } }), "invalid-data"],
+        ["data holding a bigint", write("a-1", { type: "T", data: { b: 1n } }), "invalid-data"],
+        ["data with a cycle", write("a-1", { type: "T", data: cycle() }), "invalid-data"],
+        ["data holding NaN", write("a-1", { type: "T", data: { x: Number.NaN } }), "invalid-data"],
+        ["data holding Infinity", write("a-1", { type: "T", data: { x: Infinity } }), "invalid-data"],
+        ["data holding undefined", write("a-1", { type: "T", data: { x: undefined } }), "invalid-data"],
+        ["data a Map", write("a-1", { type: "T", data: new Map() }), "invalid-data"],
+        ["data holding a Date", write("a-1", { type: "T", data: { at: new Date(0) } }), "invalid-data"],
+        ["data holding a symbol", write("a-1", { type: "T", data: { s: Symbol("s") } }), "invalid-data"],
+        ["metadata null", write("a-1", { type: "T", data: {}, metadata: null }), "invalid-metadata"],
+        ["metadata an array", write("a-1", { type: "T", data: {}, metadata: [] }), "invalid-metadata"],
+        ["expectedVersion -2", write("a-1", ok, { expectedVersion: -2 }), "invalid-expected-version"],
+        ["expectedVersion 1.5", write("a-1", ok, { expectedVersion: 1.5 }), "invalid-expected-version"],
+        ["expectedVersion NaN", write("a-1", ok, { expectedVersion: Number.NaN }), "invalid-expected-version"],
+        ["expectedVersion \"0\"", write("a-1", ok, { expectedVersion: "0" }), "invalid-expected-version"],
+        ["id not a UUID", write("a-1", ok, { id: "not-a-uuid" }), "invalid-id"],
+        ["id a number", write("a-1", ok, { id: 7 }), "invalid-id"],
+        ["idempotencyKey empty", write("a-1", ok, { idempotencyKey: "" }), "invalid-idempotency-key"],
+        ["idempotencyKey a number", write("a-1", ok, { idempotencyKey: 7 }), "invalid-idempotency-key"],
+        [
+          "data.idempotency_key empty",
+          write("a-1", { type: "T", data: { idempotency_key: "" } }),
+          "invalid-idempotency-key"
+        ],
+        [
+          "data over maxMessageBytes",
+          Outbox.write("a-1", { type: "T", data: { text: "x".repeat(200) } }).pipe(
+            Effect.provide(Outbox.layer({ namespace, maxMessageBytes: 100 }))
+          ),
+          "too-large"
+        ]
+      ]
+      for (const [what, effect, reason] of cases) yield* refused(what, effect, "InvalidOutboxMessage", reason)
+
+      const batch = Outbox.writeBatch([
+        { stream: "a-1", message: ok },
+        { stream: "a-2", message: cast({ type: "T", data: [] }) },
+        { stream: "a-3", message: ok }
+      ]).pipe(Effect.provide(Outbox.layer({ namespace })))
+      yield* refused("a batch with one bad entry", batch, "InvalidOutboxMessage", "invalid-data")
+      assert.strictEqual(yield* outboxRows(namespace), 0)
+    }))
+
+  // --- Consumer ---
+
+  it.scoped("Consumer refuses bad options before reading or writing anything", () =>
+    Effect.gen(function*() {
+      const { client, namespace } = yield* freshClient
+      yield* client.streamWrite("options-1", { type: "Happened", data: {} }).pipe(Effect.orDie)
+      let calls = 0
+      const base = { category: "options", consumerId: "bad-options", handler: () => Effect.sync(() => void calls++) }
+      const cases: ReadonlyArray<readonly [string, Record<string, unknown>]> = [
+        ["batchSize", { batchSize: 0 }],
+        ["batchSize", { batchSize: -1 }],
+        ["batchSize", { batchSize: 1.5 }],
+        ["batchSize", { batchSize: 10001 }],
+        ["group", { group: { member: 2, size: 2 } }],
+        ["group", { group: { member: 5, size: 2 } }],
+        ["group", { group: { member: -1, size: 2 } }],
+        ["group", { group: { member: 0, size: 0 } }],
+        ["group", { group: { member: 0.5, size: 2 } }],
+        ["category", { category: "" }],
+        ["category", { category: "options-1" }],
+        ["consumerId", { consumerId: "" }],
+        ["retry.attempts", { retry: { attempts: 0 } }]
+      ]
+      const services = Layer.mergeAll(
+        Layer.succeed(EventoClient.EventoClient, client),
+        PositionStore.layer,
+        Idempotency.layer
+      )
+      for (const [option, overrides] of cases) {
+        const exit = yield* Consumer.run({ ...base, ...overrides } as Consumer.Options<never, never>).pipe(
+          Effect.provide(services),
+          Effect.timeout("5 seconds"),
+          Effect.exit
+        )
+        assert.isTrue(Exit.isFailure(exit), `${JSON.stringify(overrides)} accepted`)
+        if (Exit.isFailure(exit)) {
+          const error = Cause.squash(exit.cause)
+          assert.include(String(error instanceof Error ? error.message : error), option, JSON.stringify(overrides))
+        }
+      }
+      assert.strictEqual(calls, 0)
+      const sql = yield* SqlClient
+      const written = yield* sql<{ n: number }>`
+        SELECT ((SELECT count(*) FROM evento_consumer_positions WHERE namespace = ${namespace})
+          + (SELECT count(*) FROM evento_processed_events WHERE namespace = ${namespace}))::int AS n
+      `.pipe(Effect.orDie)
+      assert.strictEqual(written[0]?.n, 0)
+    }))
+
+  // --- Migrations ---
+
+  it.scoped("Migrations refuse versions they do not know, and touch nothing", () =>
+    Effect.gen(function*() {
+      const { url } = yield* PgTest.freshDatabase
+      const context = yield* Layer.build(PgClient.layer({ url: Redacted.make(url), maxConnections: 2 })).pipe(
+        Effect.orDie
+      )
+      const sql = Context.get(context, SqlClient)
+      const tables = sql<{ n: number }>`
+        SELECT count(*)::int AS n FROM pg_class WHERE relname LIKE 'evento\\_%' AND relkind = 'r'
+      `.pipe(Effect.map((rows) => rows[0]?.n ?? -1), Effect.orDie)
+      for (const version of [-1, 1.5, Migrations.latestVersion + 1, Number.NaN, Infinity, cast("1")]) {
+        yield* refused(`up ${String(version)}`, Migrations.up({ version }), "MigrationsError", "invalid-version").pipe(
+          Effect.provideService(SqlClient, sql)
+        )
+        yield* refused(`down ${String(version)}`, Migrations.down({ version }), "MigrationsError", "invalid-version")
+          .pipe(
+            Effect.provideService(SqlClient, sql)
+          )
+      }
+      assert.strictEqual(yield* tables, 0)
+      assert.strictEqual(yield* Migrations.currentVersion.pipe(Effect.provideService(SqlClient, sql), Effect.orDie), 0)
+    }))
+})
