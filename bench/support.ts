@@ -192,5 +192,5 @@ export const main = <E>(bench: Effect.Effect<Outcome, E, Scope.Scope>): void => 
     Effect.tapErrorCause((cause) => Effect.logError("bench failed", cause)),
     Effect.provide(Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger)))
   )
-  NodeRuntime.runMain(program, { disableErrorReporting: true })
+  NodeRuntime.runMain(program, { disableErrorReporting: true, disablePrettyLogger: true })
 }
