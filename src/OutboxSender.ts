@@ -68,10 +68,10 @@ export interface Options {
 }
 
 /**
- * Sends forever: on every `Outbox.write` notification (`LISTEN evento_outbox`, when a `PgClient` is in the
- * context), every `pollInterval`, and when a row's backoff runs out. Nothing it meets makes it fail; it logs and
- * backs off instead. Interrupting it lets the current batch mark what EventoDB accepted; a send cut off mid-flight
- * is sent again later and recognised by its message id.
+ * Sends the rows of the `EventoClient`'s namespace, forever: on every `Outbox.write` notification
+ * (`LISTEN evento_outbox`, when a `PgClient` is in the context), every `pollInterval`, and when a row's backoff runs
+ * out. Nothing it meets makes it fail; it logs and backs off instead. Interrupting it lets the current batch mark
+ * what EventoDB accepted; a send cut off mid-flight is sent again later and recognised by its message id.
  *
  * Run one sender per namespace (`layer` sees to that): ordering holds per sender.
  *
@@ -191,9 +191,9 @@ export interface Backlog {
 }
 
 /**
- * The backlog of `namespace` (what the CLI's `status` shows). It also feeds the sender's gauges
- * `evento_outbox_backlog`, `evento_outbox_parked` and `evento_outbox_oldest_unsent_age_seconds`; the counters
- * `evento_outbox_sent_total` and `evento_outbox_parked_total` count as rows go. All are tagged `namespace`.
+ * The backlog of `namespace` (what the CLI's `status` shows). A running sender publishes the same figures after each
+ * pass as the gauges `evento_outbox_backlog`, `evento_outbox_parked` and `evento_outbox_oldest_unsent_age_seconds`,
+ * and counts rows as they go in `evento_outbox_sent_total` and `evento_outbox_parked_total`, all tagged `namespace`.
  *
  * @since 0.1.0
  * @category accessors
