@@ -3,10 +3,10 @@
  * live pokes, `: ready`, bad parameters, the 100-poke buffer, many connections, and shutdown closing streams.
  */
 import { assert, describe, it } from "@effect/vitest"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Redacted from "effect/Redacted"
-import * as Scope from "effect/Scope"
 import * as EventoTestServer from "../src/EventoTestServer.js"
 import * as NodeServer from "../src/internal/memory/nodeServer.js"
 import * as Protocol from "../src/internal/memory/protocol.js"
@@ -18,7 +18,7 @@ class SseReader {
   private buffer = ""
   private readonly decoder = new TextDecoder()
   // A read that outlived a timeout still owns the next chunk; keep it for the next call instead of losing it.
-  private pending: Promise<ReadableStreamReadResult<Uint8Array>> | undefined
+  private pending: ReturnType<ReadableStreamDefaultReader<Uint8Array>["read"]> | undefined
   constructor(
     readonly response: Response,
     private readonly reader: ReadableStreamDefaultReader<Uint8Array>,
@@ -255,23 +255,28 @@ describe("EventoTestServer subscriptions", () => {
       assert.deepStrictEqual(yield* next(reader), { stream: "b-1", position: 150, globalPosition: 151 })
     }))
 
-  it.scopedLive("ends every subscription cleanly when the server shuts down", () =>
+  it.scopedLive("ends every subscription cleanly when the server's fiber is interrupted", () =>
     Effect.gen(function*() {
-      const scope = yield* Scope.make()
-      const started = yield* EventoTestServer.make().pipe(Scope.extend(scope))
-      const admin = Redacted.value(started.adminToken)
+      // As the dev server stops on SIGINT: its fiber is interrupted and the server's scope closes.
+      const started = yield* Deferred.make<EventoTestServer.EventoTestServer.Service>()
+      const fiber = yield* EventoTestServer.make().pipe(
+        Effect.flatMap((server) => Deferred.succeed(started, server)),
+        Effect.zipRight(Effect.never),
+        Effect.scoped,
+        Effect.forkDaemon
+      )
+      const server = yield* Deferred.await(started)
+      const admin = Redacted.value(server.adminToken)
       const readers = yield* Effect.forEach(
         ["stream=a-1", "category=a", "all=true"],
-        (query) => Effect.promise(() => SseReader.open(`${started.url}/subscribe?${query}&token=${admin}`))
+        (query) => Effect.promise(() => SseReader.open(`${server.url}/subscribe?${query}&token=${admin}`))
       )
       assert.strictEqual(yield* next(readers[2]!), ": ready")
       const before = Date.now()
-      yield* Scope.close(scope, Exit.void)
+      yield* Fiber.interrupt(fiber)
       for (const reader of readers) assert.strictEqual(yield* next(reader), "closed")
       assert.isBelow(Date.now() - before, 2000)
-      const refused = yield* Effect.promise(() =>
-        fetch(`${started.url}/health`).then(() => "answered", () => "refused")
-      )
+      const refused = yield* Effect.promise(() => fetch(`${server.url}/health`).then(() => "answered", () => "refused"))
       assert.strictEqual(refused, "refused")
     }))
 

@@ -3,7 +3,6 @@
  * backpressure, so a client that stops reading fills its 100-poke buffer and loses pokes, as with the real server.
  * Closing the scope ends every subscription cleanly, then closes every connection.
  */
-import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
 import type * as Scope from "effect/Scope"
@@ -35,16 +34,21 @@ const drained = (response: Http.ServerResponse): Effect.Effect<void> =>
     response.on("close", done)
   })
 
-// Timer-based rather than Effect's Clock: a server started under TestClock must still shut down.
-const sleep = (millis: number): Effect.Effect<void> =>
+// Resolves once `register` calls back, or after `millis`. Callback-based rather than a race: a race needs
+// interruption, which a finalizer of an interrupted fiber must not re-enable (it would abort the finalizer), and
+// timer-based rather than Effect's Clock, so a server started under TestClock still shuts down.
+const within = (millis: number, register: (done: () => void) => void): Effect.Effect<void> =>
   Effect.async<void>((resume) => {
-    const timer = setTimeout(() => resume(Effect.void), millis)
-    return Effect.sync(() => clearTimeout(timer))
+    let finished = false
+    const done = () => {
+      if (finished) return
+      finished = true
+      clearTimeout(timer)
+      resume(Effect.void)
+    }
+    const timer = setTimeout(done, millis)
+    register(done)
   })
-
-// Finalizers run uninterruptibly, and so would the losing side of a race inside one; make the race interruptible.
-const waitAtMost = (effect: Effect.Effect<void>, millis: number): Effect.Effect<void> =>
-  Effect.interruptible(Effect.raceFirst(effect, sleep(millis)))
 
 const respond = (response: Http.ServerResponse, answer: Protocol.Response): Effect.Effect<void> => {
   const body = answer.body
@@ -69,10 +73,19 @@ export const serve = (
   options: { readonly host: string; readonly port: number }
 ): Effect.Effect<number, Error, Scope.Scope> =>
   Effect.gen(function*() {
-    const requests = yield* FiberSet.make()
-    const run = yield* FiberSet.runtime(requests)<never>()
+    const run = yield* FiberSet.makeRuntime<never>()
+    // Responses not finished yet, so shutdown can wait for the subscriptions it ends to send their last chunk.
+    const unfinished = new Set<Http.ServerResponse>()
+    let emptied: (() => void) | undefined
+    const finished = (response: Http.ServerResponse) => {
+      unfinished.delete(response)
+      if (unfinished.size === 0) emptied?.()
+    }
 
     const onRequest = (request: Http.IncomingMessage, response: Http.ServerResponse) => {
+      unfinished.add(response)
+      response.once("finish", () => finished(response))
+      response.once("close", () => finished(response))
       const chunks: Array<Buffer> = []
       let size = 0
       request.on("data", (chunk: Buffer) => {
@@ -103,8 +116,10 @@ export const serve = (
     }
 
     const server = Http.createServer({ keepAliveTimeout: 120_000 }, onRequest)
-    const closed = yield* Deferred.make<void>()
-    server.on("close", () => Deferred.unsafeDone(closed, Effect.void))
+    let closed = false
+    server.once("close", () => {
+      closed = true
+    })
 
     yield* Effect.acquireRelease(
       Effect.async<void, Error>((resume) => {
@@ -120,9 +135,12 @@ export const serve = (
           // Stop accepting, end the subscriptions so their responses finish, then drop what is left.
           server.close()
           yield* handler.shutdown
-          yield* waitAtMost(FiberSet.awaitEmpty(requests), 1000)
+          yield* within(1000, (done) => {
+            emptied = done
+            if (unfinished.size === 0) done()
+          })
           server.closeIdleConnections()
-          yield* waitAtMost(Deferred.await(closed), 1000)
+          yield* within(1000, (done) => closed ? done() : server.once("close", done))
           server.closeAllConnections()
         })
     )
