@@ -158,7 +158,8 @@ export const layer: <E, R>(options: Options<E, R>) => Layer.Layer<never, never, 
 /**
  * The consumer's metrics. Each is tagged `namespace`, `category` and `consumer_id`, except `unknownTypes` (tagged
  * `category` only, as `dispatch` does not know its consumer). `lag` is the newest global position the consumer knows
- * to exist (from pokes and fetches) minus its saved position; `handlerDuration` is in milliseconds.
+ * to exist (from pokes and fetches) minus its position; until the consumer first catches up (and subscribes to
+ * pokes) the newest it knows is the newest it has fetched. `handlerDuration` is in milliseconds.
  *
  * @since 0.1.0
  * @category models

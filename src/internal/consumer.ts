@@ -175,22 +175,32 @@ export const run = <E, R>(
     const markedThrough = yield* waitOutDatabase(store.markedBeyond(key, next - 1))
 
     // Pokes keep the head (and so the lag) current even while a handler is busy, and wake the loop when one is for
-    // a message past `next`. Subscribed before the first fetch, so that a write landing during it still wakes the
-    // next wait. `wake` holds at most one signal: many pokes make one fetch.
-    const pokes = yield* Pokes.subscribe(client, options.category, next)
+    // a message past `next`. `wake` holds at most one signal: many pokes make one fetch. The subscription starts
+    // when the consumer first catches up, from its position then: while full batches follow each other it needs no
+    // wake-ups, and a subscription from far behind would make the server replay up to 1000 pokes for nothing. A
+    // write landing between the last fetch and the subscription is replayed by it.
     const wake = yield* Queue.sliding<void>(1)
-    yield* Queue.takeBetween(pokes, 1, Number.MAX_SAFE_INTEGER).pipe(
-      Effect.flatMap((positions) => {
-        let news = false
-        for (const position of positions) {
-          head = Math.max(head, position)
-          if (position >= next) news = true
-        }
-        return news ? Effect.zipRight(Queue.offer(wake, void 0), updateLag) : updateLag
-      }),
-      Effect.forever,
-      Effect.forkScoped
-    )
+    let subscribed = false
+    const subscribe = Effect.suspend(() => {
+      if (subscribed) return Effect.void
+      subscribed = true
+      return Pokes.subscribe(client, options.category, next).pipe(
+        Effect.flatMap((pokes) =>
+          Queue.takeBetween(pokes, 1, Number.MAX_SAFE_INTEGER).pipe(
+            Effect.flatMap((positions) => {
+              let news = false
+              for (const position of positions) {
+                head = Math.max(head, position)
+                if (position >= next) news = true
+              }
+              return news ? Effect.zipRight(Queue.offer(wake, void 0), updateLag) : updateLag
+            }),
+            Effect.forever,
+            Effect.forkScoped
+          )
+        )
+      )
+    })
 
     const fetch = Effect.suspend(() =>
       client.categoryGet(options.category, {
@@ -431,7 +441,7 @@ export const run = <E, R>(
       })
 
     // Wakes on a poke for a message this consumer has not read yet, or when the poll interval ends.
-    const waitForWork = Effect.race(Queue.take(wake), Effect.sleep(settings.pollInterval))
+    const waitForWork = Effect.zipRight(subscribe, Effect.race(Queue.take(wake), Effect.sleep(settings.pollInterval)))
 
     /** The next batch from `next`, with the ids among it already marked as processed. */
     const fetchBatch = Effect.gen(function*() {
