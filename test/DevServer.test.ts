@@ -13,7 +13,7 @@ const listening = /^listening on (http:\/\/127\.0\.0\.1:(\d+))$/
 const devServer = (...args: ReadonlyArray<string>) =>
   Effect.gen(function*() {
     const child = yield* Processes.spawnTs("src/bin.ts", { args: ["dev-server", ...args] })
-    const line = yield* child.waitForLine((line) => listening.test(line), "30 seconds").pipe(Effect.orDie)
+    const line = yield* child.waitForLine((line) => listening.test(line), "60 seconds").pipe(Effect.orDie)
     const [, url, port] = listening.exec(line)!
     return { child, url: url!, port: Number(port) }
   })
@@ -66,7 +66,7 @@ describe("eventodb-kit dev-server", () => {
       yield* child.kill("SIGINT")
       assert.isTrue((yield* ended).done)
       assert.deepStrictEqual(yield* child.exited, { code: 0, signal: null })
-    }), { timeout: 60_000 })
+    }), { timeout: 120_000 })
 
   it.scopedLive("uses the token given with --token for the default namespace", () =>
     Effect.gen(function*() {
@@ -74,7 +74,7 @@ describe("eventodb-kit dev-server", () => {
       const { url } = yield* devServer("--port", "0", "--token", token)
       assert.strictEqual((yield* rpc(url, token, ["ns.list"])).status, 200)
       assert.strictEqual((yield* rpc(url, Token.defaultAdminToken, ["ns.list"])).status, 403)
-    }), { timeout: 60_000 })
+    }), { timeout: 120_000 })
 
   it.scopedLive("refuses a token of another namespace with exit code 1", () =>
     Effect.gen(function*() {
@@ -84,5 +84,5 @@ describe("eventodb-kit dev-server", () => {
       assert.strictEqual((yield* child.exited).code, 1)
       assert.match((yield* child.stderr).join("\n"), /not for namespace 'default'/)
       assert.deepStrictEqual(yield* child.stdout, [])
-    }), { timeout: 60_000 })
+    }), { timeout: 120_000 })
 })

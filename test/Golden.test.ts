@@ -36,7 +36,7 @@ describe("golden recording", () => {
   it.scopedLive("the dev server answers every recorded case as the real server did", () =>
     Effect.gen(function*() {
       const server = yield* Processes.spawnTs("src/bin.ts", { args: ["dev-server", "--port", "0"] })
-      const line = yield* server.waitForLine((line) => line.startsWith("listening on "), "30 seconds").pipe(
+      const line = yield* server.waitForLine((line) => line.startsWith("listening on "), "60 seconds").pipe(
         Effect.orDie
       )
       const url = line.slice("listening on ".length)
