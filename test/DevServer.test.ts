@@ -53,7 +53,7 @@ describe("eventodb-kit dev-server", () => {
         yield* child.kill("SIGTERM")
         assert.deepStrictEqual(yield* child.exited, { code: 0, signal: null })
       }),
-    { timeout: 60_000 }
+    { timeout: 120_000 }
   )
 
   it.scopedLive("exits 0 on SIGINT, ending open subscriptions", () =>
