@@ -8,6 +8,7 @@
 import { PgClient } from "@effect/sql-pg/PgClient"
 import { SqlClient } from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
+import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -358,6 +359,9 @@ export const parked = (
 
 // --- the sender ---
 
+/** How long an interrupted sender waits for its last marks before it lets go. */
+const shutdownGrace = Duration.millis(500)
+
 /** One sender bound to a client, a database and options. */
 export interface Sender {
   readonly namespace: string
@@ -588,22 +592,36 @@ export const make = (input?: Input): Effect.Effect<Sender, never, EventoClient |
           return markSent(ids).pipe(Effect.zipRight(Metric.incrementBy(sentCounter, ids.length)))
         })
 
+        // After an interruption the database may be what failed (a lost lock connection often means that): mark
+        // what we can, detached, and stop waiting after a moment so shutdown and failover are never held up.
+        const flushDetached = Effect.gen(function*() {
+          const fiber = yield* Effect.forkDaemon(flush)
+          yield* Effect.raceFirst(
+            Effect.interruptible(Fiber.await(fiber)),
+            Effect.interruptible(Effect.sleep(shutdownGrace))
+          )
+          yield* Fiber.interruptFork(fiber)
+        })
+
         const run = Effect.gen(function*() {
           let rows = yield* restore(select([]))
           while (rows.length > 0) {
             const current = rows
-            const ahead = yield* Effect.fork(flush.pipe(Effect.zipRight(select(current.map((row) => row.id)))))
+            const ahead = yield* Effect.fork(restore(flush.pipe(Effect.zipRight(select(current.map((row) => row.id))))))
             const done: Array<string> = []
             const sending = yield* Effect.exit(restore(sendBatch(current, done)))
             unmarked.push(...done)
             sent += done.length
-            const next = yield* Fiber.join(ahead)
-            if (Exit.isFailure(sending)) return yield* Effect.failCause(sending.cause)
+            if (Exit.isFailure(sending)) {
+              yield* Fiber.interrupt(ahead)
+              return yield* Effect.failCause(sending.cause)
+            }
+            const next = yield* restore(Fiber.join(ahead))
             if (Option.isSome(sending.value)) return yield* sending.value.value
             if (done.length === current.length) {
               rows = next
             } else {
-              yield* flush
+              yield* restore(flush)
               rows = yield* restore(select([]))
             }
           }
@@ -613,7 +631,11 @@ export const make = (input?: Input): Effect.Effect<Sender, never, EventoClient |
         // Whatever ends the pass (nothing left, a halt, a database error, an interruption), what EventoDB accepted
         // is marked if the database lets us: a row left unmarked is sent again and recognised by its message id.
         const exit = yield* Effect.exit(run)
-        const flushed = yield* Effect.exit(flush)
+        if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) {
+          yield* flushDetached
+          return yield* Effect.failCause(exit.cause)
+        }
+        const flushed = yield* Effect.exit(restore(flush))
         if (Exit.isFailure(exit)) return yield* Effect.failCause(exit.cause)
         if (Exit.isFailure(flushed)) return yield* Effect.failCause(flushed.cause)
         return exit.value
