@@ -616,7 +616,7 @@ export const make = (input?: Input): Effect.Effect<Sender, never, EventoClient |
               yield* Fiber.interrupt(ahead)
               return yield* Effect.failCause(sending.cause)
             }
-            const next = yield* restore(Fiber.join(ahead))
+            const next = yield* restore(Fiber.join(ahead)).pipe(Effect.onInterrupt(() => Fiber.interrupt(ahead)))
             if (Option.isSome(sending.value)) return yield* sending.value.value
             if (done.length === current.length) {
               rows = next
