@@ -1,0 +1,142 @@
+/**
+ * Chaos, EventoDB side: the server goes away mid-run, then answers garbage, stalls past the client's timeout and
+ * drops pokes. Producer, sender and consumer run as processes of their own; see `test/chaos/harness.ts`.
+ *
+ * "Stopped and restarted" is played by the fault proxy (`down()` closes its port and every connection, `up()` opens
+ * it again), not by killing the server: the in-process server keeps its data in memory, so a real restart would lose
+ * what was delivered. Against a real server (`EVENTODB_URL`) the proxy is used the same way.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import { finish, handled, makeWorld, printReport, startAll } from "./chaos/harness.js"
+
+const events = 400
+const streams = 40
+
+describe("Chaos: EventoDB faults", () => {
+  it.scopedLive(
+    "an EventoDB outage mid-run pauses delivery and consumption, which resume with nothing lost",
+    () =>
+      Effect.gen(function*() {
+        const t0 = Date.now()
+        const world = yield* makeWorld("outage")
+        const t1 = Date.now()
+        yield* startAll(world, [
+          ["sender", "sender"],
+          ["consumer", "consumer", { CHAOS_CONSUMER_ID: "c1" }],
+          ["producer", "producer", {
+            CHAOS_EVENTS: String(events),
+            CHAOS_STREAMS: String(streams),
+            CHAOS_BATCH: "4",
+            CHAOS_INTERVAL_MS: "40"
+          }]
+        ])
+
+        const t2 = Date.now()
+        yield* world.waitFor("a quarter is delivered", (s) => s.sent >= events / 4)
+        world.report["timeline"] = { world: t1 - t0, start: t2 - t1, quarter: Date.now() - t2 }
+        const downAt = Date.now()
+        yield* world.proxy.down()
+        yield* Effect.sleep("3 seconds")
+        const during = yield* world.latest
+        // Let whatever was in flight when the port closed settle, then nothing may move until it opens again.
+        yield* Effect.sleep("1 second")
+        const stalled = yield* world.latest
+        const upAt = Date.now()
+        yield* world.proxy.up()
+        const [sentMs, handledMs] = yield* Effect.all([
+          world.recovery("delivery", upAt, (s) => s.sent),
+          world.recovery("consumption", upAt, handled("c1"))
+        ], { concurrency: 2 })
+        yield* world.waitFor(
+          "everything is delivered and handled",
+          (s) => s.sent === events && handled("c1")(s) === events
+        )
+        const doneAt = Date.now()
+
+        Object.assign(world.report, {
+          events,
+          streams,
+          outageMs: upAt - downAt,
+          recoveryMs: { delivery: sentMs, consumption: handledMs },
+          backlogAtUp: stalled.written - stalled.sent,
+          drainAfterUpMs: doneAt - upAt
+        })
+        assert.strictEqual(stalled.sent, during.sent, "nothing can be delivered while EventoDB is away")
+        assert.isBelow(stalled.sent, events)
+
+        const result = yield* finish(world, { events, consumers: [{ consumerId: "c1" }] })
+        yield* printReport(world)
+        assert.deepStrictEqual(result.problems, [])
+        assert.deepStrictEqual(result.unclean, [])
+        assert.deepStrictEqual(result.strays, [])
+      }),
+    120_000
+  )
+
+  it.scopedLive(
+    "garbage answers, a stall past the timeout and dropped pokes cost time, never a message",
+    () =>
+      Effect.gen(function*() {
+        const started = Date.now()
+        const world = yield* makeWorld("garbage")
+        // A one-second client timeout, so that the stall outlasts it; a slow fallback poll, so that a consumer left
+        // without pokes is seen to rely on it.
+        const timeouts = { EVENTODB_TIMEOUT: "1 second" }
+        yield* startAll(world, [
+          ["sender", "sender", timeouts],
+          ["consumer", "consumer", {
+            ...timeouts,
+            CHAOS_CONSUMER_ID: "c1",
+            CHAOS_TRANSACTIONAL: "false",
+            CHAOS_POLL_MS: "500"
+          }],
+          ["producer", "producer", {
+            CHAOS_EVENTS: String(events),
+            CHAOS_STREAMS: String(streams),
+            CHAOS_BATCH: "4",
+            CHAOS_INTERVAL_MS: "40"
+          }]
+        ])
+        world.report["startupMs"] = Date.now() - started
+
+        yield* world.waitFor("some rows are delivered", (s) => s.sent >= 60)
+        const garbageAt = Date.now()
+        yield* world.proxy.garbageNext(8)
+        const afterGarbage = yield* world.recovery("delivery after garbage", garbageAt, (s) => s.sent)
+
+        yield* world.waitFor("more rows are delivered", (s) => s.sent >= 150)
+        const stallMs = 2500
+        yield* world.proxy.stall(`${stallMs} millis`)
+        yield* Effect.sleep(`${stallMs} millis`)
+        const stallEnd = Date.now()
+        const [sentMs, handledMs] = yield* Effect.all([
+          world.recovery("delivery after the stall", stallEnd, (s) => s.sent),
+          world.recovery("consumption after the stall", stallEnd, handled("c1"))
+        ], { concurrency: 2 })
+
+        yield* world.waitFor("most rows are delivered", (s) => s.sent >= 250)
+        yield* world.proxy.dropPokes(true)
+        yield* world.waitFor("everything is delivered", (s) => s.sent === events)
+        const deliveredAt = Date.now()
+        yield* world.waitFor("everything is handled without pokes", (s) => handled("c1")(s) === events)
+
+        Object.assign(world.report, {
+          events,
+          streams,
+          garbageAnswers: 8,
+          progressAfterGarbageMs: afterGarbage,
+          stallMs,
+          clientTimeoutMs: 1000,
+          recoveryAfterStallMs: { delivery: sentMs, consumption: handledMs },
+          catchUpWithoutPokesMs: Date.now() - deliveredAt
+        })
+        const result = yield* finish(world, { events, consumers: [{ consumerId: "c1" }] })
+        yield* printReport(world)
+        assert.deepStrictEqual(result.problems, [])
+        assert.deepStrictEqual(result.unclean, [])
+        assert.deepStrictEqual(result.strays, [])
+      }),
+    120_000
+  )
+})
