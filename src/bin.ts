@@ -11,9 +11,21 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
+import * as Cleanup from "./internal/cli/cleanup.js"
+import * as Consumer from "./internal/cli/consumer.js"
 import * as DevServer from "./internal/cli/devServer.js"
+import * as Migrate from "./internal/cli/migrate.js"
+import * as Outbox from "./internal/cli/outbox.js"
+import * as Status from "./internal/cli/status.js"
 
-const subcommands = [DevServer.command] as const
+const subcommands = [
+  DevServer.command,
+  Migrate.command,
+  Status.command,
+  Outbox.command,
+  Consumer.command,
+  Cleanup.command
+] as const
 
 const cli = Command.make("eventodb-kit").pipe(
   Command.withDescription("eventodb-kit: tools for EventoDB applications"),
