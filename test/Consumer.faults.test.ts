@@ -49,6 +49,33 @@ layer(TestLayer, { excludeTestServices: true, timeout: "120 seconds" })("Consume
       yield* Effect.sleep("300 millis")
       assert.deepStrictEqual(positionsOf(seen.messages), [...before, ...during])
       assert.ok(distinct(seen.messages.map((message) => message.id)))
+      // The poke subscription came back once, not twice (LESSONS 19).
+      yield* eventually("one subscription", Effect.map(proxy.openSubscriptions, (open) => open === 1))
+    }))
+
+  it.scoped("shares one poke subscription per client and category between consumers", () =>
+    Effect.gen(function*() {
+      const { client, direct, proxy } = yield* proxied
+      const first = freshCategory("shareda")
+      const second = freshCategory("sharedb")
+      const seen = recorder()
+      const start = (category: string, consumerId: string, group?: { member: number; size: number }) =>
+        Effect.forkScoped(
+          Consumer.run({ category, consumerId, group, pollInterval: "30 seconds", handler: seen.handler }).pipe(
+            Effect.provideService(EventoClient, client)
+          )
+        )
+      yield* start(first, "member-0", { member: 0, size: 2 })
+      yield* start(first, "member-1", { member: 1, size: 2 })
+      yield* start(first, "audit")
+      yield* start(second, "audit")
+      yield* eventually("subscribed", Effect.map(proxy.openSubscriptions, (open) => open === 2))
+
+      // Every consumer is woken by the shared subscription (the poll is 30 s away).
+      yield* writeMessages(first, 10).pipe(Effect.provideService(EventoClient, direct))
+      yield* writeMessages(second, 3).pipe(Effect.provideService(EventoClient, direct))
+      yield* until("all handled", () => seen.messages.length >= 23, "10 seconds")
+      assert.strictEqual(yield* proxy.openSubscriptions, 2)
     }))
 
   it.scoped("follows a full batch with the next fetch at once, without waiting for the poll", () =>
