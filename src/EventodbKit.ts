@@ -9,9 +9,10 @@
  *    (an advisory lock) and refuses a database recorded at a newer version than this library knows;
  * 3. `Outbox`, `PositionStore`, `Idempotency` and `Singleton` are built;
  * 4. `OutboxSender.layer` starts, unless `sender` is false: every process competes for the `Singleton` name
- *    `outbox-sender:<namespace>` and exactly one sends.
+ *    `outbox-sender:<namespace>` and exactly one sends;
+ * 5. `Cleanup.layer` starts when `cleanup` is set (it is off by default), under the `Singleton` name `cleanup:...`.
  *
- * Closing the layer stops the sender (releasing its lock) and closes the pool. Consumers are the application's own:
+ * Closing the layer stops the sender and the cleanup (releasing their locks) and closes the pool. Consumers are the application's own:
  * put `Consumer.layer(...)` on top of this layer.
  *
  * @example
@@ -41,6 +42,7 @@ import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Cleanup from "./Cleanup.js"
 import * as EventoClient from "./EventoClient.js"
 import type { EventoAuthError } from "./EventoError.js"
 import * as Idempotency from "./Idempotency.js"
@@ -71,6 +73,12 @@ export interface Options {
    * that only writes while others send). Default: true.
    */
   readonly sender?: boolean | OutboxSender.Options | undefined
+  /**
+   * Start `Cleanup.layer` with these options (`true`: its defaults: sent rows and marks kept 7 days, every
+   * namespace, hourly), which prunes sent outbox rows and old processed marks. Default: false (nothing is deleted
+   * unless asked for).
+   */
+  readonly cleanup?: boolean | Cleanup.Options | undefined
 }
 
 /**
@@ -122,8 +130,12 @@ export const layer = (options: Options): Layer.Layer<Services, LayerError> => {
     Singleton.layer
   ).pipe(Layer.provideMerge(migrated))
   const sender = options.sender ?? true
-  if (sender === false) return services
-  return OutboxSender.layer(sender === true ? undefined : sender).pipe(Layer.provideMerge(services))
+  const cleanup = options.cleanup ?? false
+  const workers = Layer.mergeAll(
+    sender === false ? Layer.empty : OutboxSender.layer(sender === true ? undefined : sender),
+    cleanup === false ? Layer.empty : Cleanup.layer(cleanup === true ? undefined : cleanup)
+  )
+  return workers.pipe(Layer.provideMerge(services))
 }
 
 /**
@@ -135,7 +147,9 @@ export const layer = (options: Options): Layer.Layer<Services, LayerError> => {
  * - `EVENTODB_OUTBOX_SENDER` (boolean, default true) and the sender's keys of `OutboxSender.defaultConfig`
  *   (`EVENTODB_OUTBOX_POLL_INTERVAL`, `..._BATCH_SIZE`, `..._CONCURRENCY`, `..._MAX_ATTEMPTS`,
  *   `..._BACKOFF_INITIAL`, `..._BACKOFF_MAX`);
- * - `EVENTODB_OUTBOX_NAMESPACE` and `EVENTODB_OUTBOX_MAX_MESSAGE_BYTES`: `Outbox.defaultConfig`.
+ * - `EVENTODB_OUTBOX_NAMESPACE` and `EVENTODB_OUTBOX_MAX_MESSAGE_BYTES`: `Outbox.defaultConfig`;
+ * - `EVENTODB_CLEANUP` (boolean, default false) and the keys of `Cleanup.defaultConfig` (`EVENTODB_CLEANUP_NAMESPACE`,
+ *   `..._SENT_RETENTION`, `..._MARK_RETENTION`, `..._MARK_WINDOW`, `..._BATCH_SIZE`, `..._INTERVAL`).
  *
  * @since 0.1.0
  * @category config
@@ -158,7 +172,14 @@ export const defaultConfig: Config.Config<Options> = Config.all({
       Config.withDescription("Run the outbox sender in this process (one process per namespace sends at a time)")
     ),
     options: OutboxSender.defaultConfig
-  }).pipe(Config.map(({ on, options }): boolean | OutboxSender.Options => on ? options : false))
+  }).pipe(Config.map(({ on, options }): boolean | OutboxSender.Options => on ? options : false)),
+  cleanup: Config.all({
+    on: Config.boolean("EVENTODB_CLEANUP").pipe(
+      Config.withDefault(false),
+      Config.withDescription("Run the cleanup worker (prunes sent outbox rows and old processed marks)")
+    ),
+    options: Cleanup.defaultConfig
+  }).pipe(Config.map(({ on, options }): boolean | Cleanup.Options => on ? options : false))
 })
 
 /**

@@ -105,6 +105,33 @@ layer(EventoTest.layerTarget, { excludeTestServices: true, timeout: "60 seconds"
       assert.deepStrictEqual(yield* run(EventoClient.streamGet("account-b1")), [])
     }))
 
+  it.scoped("EVENTODB_CLEANUP=true runs the cleanup worker, which prunes sent rows past their retention", () =>
+    Effect.gen(function*() {
+      const { provider } = yield* configFor({
+        EVENTODB_CLEANUP: "true",
+        EVENTODB_CLEANUP_SENT_RETENTION: "1 millis",
+        EVENTODB_CLEANUP_INTERVAL: "200 millis"
+      })
+      const kit = yield* buildKit(provider)
+      const run = <A, E>(effect: Effect.Effect<A, E, EventodbKit.Services>) => Effect.provide(effect, kit)
+
+      const id = yield* run(Outbox.write("account-c1", { type: "Opened", data: {} }))
+      const rowCount = Effect.flatMap(
+        SqlClient.SqlClient,
+        (sql) => sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM evento_outbox WHERE id = ${id}`
+      ).pipe(
+        Effect.map((rows) => rows[0]?.n)
+      )
+      // Sent by the sender, then removed by the cleanup: the message stays in EventoDB.
+      yield* run(rowCount.pipe(
+        Effect.filterOrFail((n) => n === 0),
+        Effect.retry(Schedule.spaced("100 millis")),
+        Effect.timeout("20 seconds")
+      ))
+      const stored = yield* run(EventoClient.streamGet("account-c1"))
+      assert.deepStrictEqual(stored.map((message) => message.id), [id])
+    }))
+
   it.scoped("a missing DATABASE_URL fails the layer with a ConfigError naming it", () =>
     Effect.gen(function*() {
       const target = yield* EventoTest.EventoTarget
