@@ -240,7 +240,7 @@ export const run = (input?: Input): Effect.Effect<never, never, SqlClient> => {
         : Effect.logDebug("cleanup found nothing to remove")
     ),
     Effect.catchAllCause((cause) => Effect.logWarning("cleanup pass failed, will retry", cause)),
-    Effect.withSpan("Cleanup.pass", { attributes: { "evento.namespace": options.namespace ?? "*" } })
+    Effect.withSpan("Cleanup.pass", { attributes: { "eventodb.namespace": options.namespace ?? "*" } })
   )
   return pass.pipe(
     Effect.repeat(Schedule.spaced(options.interval)),
