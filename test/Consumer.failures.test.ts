@@ -160,6 +160,38 @@ layer(TestLayer, { excludeTestServices: true, timeout: "120 seconds" })("Consume
       assert.deepStrictEqual(yield* countsBy(table), [[0, 1], [1, 1], [2, 1]])
     }))
 
+  it.scoped("commits a transactional handler's SQL, its mark and the position together or not at all", () =>
+    Effect.gen(function*() {
+      const category = freshCategory("joined")
+      const table = `${category}_effects`
+      // A deferred constraint fails at COMMIT, after the mark and the position were written in the transaction.
+      yield* Effect.flatMap(
+        SqlClient,
+        (sql) =>
+          sql.unsafe(`CREATE TABLE ${table} (event_id uuid NOT NULL, n integer NOT NULL,
+          CONSTRAINT ${table}_once UNIQUE (n) DEFERRABLE INITIALLY DEFERRED)`)
+      ).pipe(Effect.orDie)
+      const written = yield* writeMessages(category, 3)
+      const handler = (message: Message) =>
+        insertEffect(table, message).pipe(
+          Effect.zipRight(message.data.n === 1 ? insertEffect(table, message) : Effect.void)
+        )
+
+      const exit = yield* Effect.exit(
+        Consumer.run({ category, consumerId: "c", retry: fast, transactional: true, handler })
+      )
+      const failure = failureOf(exit)
+      assert.ok(failure instanceof Consumer.HandlerFailed, "a refused COMMIT counts against the message")
+      assert.strictEqual(failure.globalPosition, written[1])
+      assert.strictEqual(failure.attempts, 3)
+      assert.strictEqual(yield* savedPosition(category, "c"), written[0])
+      assert.deepStrictEqual(yield* countsBy(table), [[0, 1]])
+      const marks = yield* rows<{ global_position: string }>(
+        `SELECT global_position::text FROM evento_processed_events WHERE category = '${category}'`
+      )
+      assert.deepStrictEqual(marks.map((row) => Number(row.global_position)), [written[0]])
+    }))
+
   it.scoped("leaves no partial effect when interrupted inside a transaction; a restart applies it once", () =>
     Effect.gen(function*() {
       const category = freshCategory("intr")

@@ -119,6 +119,15 @@ interface GaveUp {
   readonly attempts: number
 }
 
+/**
+ * True when a database error says nothing about the statement: no SQLSTATE (the driver lost or never got a
+ * connection), or a connection (08), resource (53), shutdown (57) or system (58) class.
+ */
+const isOutage = (error: SqlError): boolean => {
+  const code = (error.cause as { readonly code?: unknown } | undefined)?.code
+  return typeof code !== "string" || !/^[0-9A-Z]{5}$/.test(code) || /^(08|53|57|58)/.test(code)
+}
+
 const isRetriable = (error: EventoError): boolean => isTransient(error) || error._tag === "EventoProtocolError"
 
 // Capped and jittered, so that a fleet of consumers does not return in step after an outage.
@@ -385,10 +394,19 @@ export const run = <E, R>(
         })
         const bookkeeping = <X>(self: Effect.Effect<X, SqlError>) =>
           Effect.mapError(self, (cause) => new StoreFailed({ cause }))
-        // The handler's failures are `Attempt`s and the bookkeeping's `StoreFailed`, so a bare `SqlError` here can
-        // only be the transaction's own BEGIN or COMMIT.
+        // The handler's failures are `Attempt`s and the bookkeeping's `StoreFailed`, so a bare `SqlError` here is
+        // the transaction's own BEGIN; `withTransaction` turns a failed COMMIT or ROLLBACK into a defect. A COMMIT
+        // the server refuses (a deferred constraint the handler's SQL broke) is the handler's failure, counted like
+        // any other, so that such a message is stopped or parked instead of retried for ever; a lost connection is
+        // an outage, waited out.
+        const classify = (error: SqlError) =>
+          isOutage(error) ? new StoreFailed({ cause: error }) : new Attempt({ cause: Cause.fail(error) })
         const inTransaction = <X, EE extends Attempt | StoreFailed, RR>(self: Effect.Effect<X, EE, RR>) =>
-          sql.withTransaction(self).pipe(
+          ConsumerSql.inTransaction(sql, self).pipe(
+            Effect.catchTag("SqlError", (error) => Effect.fail(classify(error)))
+          )
+        const inStoreTransaction = <X, RR>(self: Effect.Effect<X, StoreFailed, RR>) =>
+          ConsumerSql.inTransaction(sql, self).pipe(
             Effect.catchTag("SqlError", (cause) => Effect.fail(new StoreFailed({ cause })))
           )
         const storeRetry = <X, RR>(self: Effect.Effect<X, StoreFailed, RR>) =>
@@ -422,7 +440,7 @@ export const run = <E, R>(
           yield* giveUp(message, outcome.cause, outcome.attempts)
           if (settings.onFailure === "park") {
             const entry = { message, error: Cause.pretty(outcome.cause), attempts: outcome.attempts }
-            yield* storeRetry(inTransaction(
+            yield* storeRetry(inStoreTransaction(
               bookkeeping(store.park(key, entry)).pipe(
                 Effect.zipRight(bookkeeping(idempotency.markProcessed(key, message))),
                 Effect.zipRight(bookkeeping(positions.save(key, message.globalPosition)))

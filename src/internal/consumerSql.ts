@@ -4,7 +4,7 @@
  * bare read; per-message statements would cost a round trip each.
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
-import type { SqlError } from "@effect/sql/SqlError"
+import { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
@@ -50,6 +50,18 @@ export interface ConsumerSql {
   /** Parks one message; joins the caller's transaction. */
   readonly park: (key: ConsumerKey, parked: Parked) => Effect.Effect<void, SqlError>
 }
+
+/**
+ * `sql.withTransaction`, with a failed COMMIT or ROLLBACK (which it turns into a defect) as the `SqlError` it is, so
+ * that callers can retry it like any other failed statement.
+ */
+export const inTransaction = <A, E, R>(
+  sql: SqlClient.SqlClient,
+  self: Effect.Effect<A, E, R>
+): Effect.Effect<A, E | SqlError, R> =>
+  sql.withTransaction(self).pipe(
+    Effect.catchSomeDefect((defect) => defect instanceof SqlError ? Option.some(Effect.fail(defect)) : Option.none())
+  )
 
 export const make = (sql: SqlClient.SqlClient): ConsumerSql => {
   const processedAmong = (key: ConsumerKey, ids: ReadonlyArray<string>) =>
@@ -127,7 +139,8 @@ export const make = (sql: SqlClient.SqlClient): ConsumerSql => {
   ) =>
     parked.length === 0
       ? marksAndPosition(key, messages, position)
-      : sql.withTransaction(
+      : inTransaction(
+        sql,
         Effect.zipRight(
           Effect.forEach(parked, (entry) => park(key, entry), { discard: true }),
           marksAndPosition(key, messages, position)
