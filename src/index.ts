@@ -53,3 +53,8 @@ export * as Singleton from "./Singleton.js"
  * @since 0.1.0
  */
 export * as EventodbKit from "./EventodbKit.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Cleanup from "./Cleanup.js"
