@@ -136,10 +136,22 @@ const outageBackoff = Schedule.exponential("100 millis").pipe(
   Schedule.jittered
 )
 
-/** Retries database failures of the consumer's bookkeeping until they pass; the state they protect is in memory. */
+/**
+ * Logs a failed bookkeeping statement: at warning level for an outage, at error level for a refusal (a missing
+ * table, a revoked grant), which needs an operator.
+ */
+const logStoreFailure = (error: SqlError) =>
+  isOutage(error)
+    ? Effect.logWarning("Consumer database statement failed; retrying", error)
+    : Effect.logError("Consumer database statement refused; retrying", error)
+
+/**
+ * Retries a failed bookkeeping statement until it passes, whatever the failure: the state it protects (a handled
+ * batch, say) is in memory, and failing instead would run those handlers again after a restart.
+ */
 const waitOutDatabase = <A, R>(self: Effect.Effect<A, SqlError, R>): Effect.Effect<A, never, R> =>
   self.pipe(
-    Effect.tapError((error) => Effect.logWarning("Consumer database statement failed; retrying", error)),
+    Effect.tapError(logStoreFailure),
     Effect.retry(outageBackoff),
     Effect.catchAll((error) => Effect.die(error))
   )
@@ -411,7 +423,7 @@ export const run = <E, R>(
           )
         const storeRetry = <X, RR>(self: Effect.Effect<X, StoreFailed, RR>) =>
           self.pipe(
-            Effect.tapError((error) => Effect.logWarning("Consumer database statement failed; retrying", error.cause)),
+            Effect.tapError((error) => logStoreFailure(error.cause)),
             Effect.retry(outageBackoff),
             Effect.catchAll((error) => Effect.die(error.cause))
           )
