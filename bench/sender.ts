@@ -9,7 +9,7 @@
  * alternate which path goes first.
  *
  * Configuration: `BENCH_SENDER_EVENTS` (5000), `BENCH_SENDER_STREAMS` (100), `BENCH_SENDER_CONCURRENCY` (8),
- * `BENCH_SENDER_ROUNDS` (2), and `DATABASE_URL`, `EVENTODB_URL`, `EVENTODB_TOKEN`, `EVENTODB_ADMIN_TOKEN` as in bench/support.ts.
+ * `BENCH_SENDER_ROUNDS` (4), and `DATABASE_URL`, `EVENTODB_URL`, `EVENTODB_TOKEN`, `EVENTODB_ADMIN_TOKEN` as in bench/support.ts.
  */
 import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
@@ -95,7 +95,7 @@ const measure = (target: EventoTarget) =>
     const events = yield* Config.integer("BENCH_SENDER_EVENTS").pipe(Config.withDefault(5000))
     const streams = yield* Config.integer("BENCH_SENDER_STREAMS").pipe(Config.withDefault(100))
     const concurrency = yield* Config.integer("BENCH_SENDER_CONCURRENCY").pipe(Config.withDefault(8))
-    const rounds = yield* Config.integer("BENCH_SENDER_ROUNDS").pipe(Config.withDefault(2))
+    const rounds = yield* Config.integer("BENCH_SENDER_ROUNDS").pipe(Config.withDefault(4))
     yield* Effect.logInfo("bench sender").pipe(
       Effect.annotateLogs({
         events,
