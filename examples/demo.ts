@@ -6,7 +6,7 @@
  * model in PostgreSQL. At the end the demo checks EventoDB and PostgreSQL against each other, prints the results on
  * stdout and exits non-zero if any check fails. Logs and progress go to stderr.
  *
- *   npm run demo -- --events 2000 --streams 50 --members 3 --duration 5
+ *   npm run demo -- --events 2000 --streams 50 --members 3 --duration 15
  *
  * Without `DATABASE_URL` it starts an embedded PostgreSQL, without `EVENTODB_URL` the in-process EventoDB server;
  * see `examples/demo/infra.ts` for the keys.
@@ -75,7 +75,7 @@ const flags = {
     Options.withDescription("Members of the consumer group that builds the read model")
   ),
   duration: Options.float("duration").pipe(
-    Options.withDefault(5),
+    Options.withDefault(15),
     Options.withDescription("Seconds the producers spread their writes over (0: as fast as they can)")
   )
 }

@@ -10,6 +10,7 @@
  *   whether it arrived in stream order and its latency from the outbox write.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import type * as Statement from "@effect/sql/Statement"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
@@ -127,49 +128,41 @@ export const probe = (category: string, k: number) =>
  * out of order.
  */
 export const handlerFor = (runId: string, member: number, ready: Deferred.Deferred<void>) => {
-  const record = (message: EventoClient.Message, n: number, writtenAt: number, applied: ReadonlyArray<unknown>) =>
+  /** Runs the projection statement and records the delivery, in one round trip. */
+  const project = (
+    message: EventoClient.Message,
+    stamp: { readonly n: number; readonly writtenAt: number },
+    projection: (sql: SqlClient.SqlClient) => Statement.Statement<unknown>
+  ) =>
     Effect.flatMap(SqlClient.SqlClient, (sql) =>
       sql`
+        WITH applied AS (${projection(sql)} RETURNING 1)
         INSERT INTO demo_deliveries (run_id, event_id, stream, n, member, in_order, latency_ms)
-        VALUES (
-          ${runId}, ${message.id}, ${message.streamName}, ${n}, ${member}, ${applied.length === 1},
-          ${now() - writtenAt}
-        )
+        SELECT ${runId}, ${message.id}, ${message.streamName}, ${stamp.n}, ${member}, EXISTS (SELECT 1 FROM applied),
+          ${now() - stamp.writtenAt}
       `)
 
   return Consumer.dispatch({
     handlers: {
       ApplicationSubmitted: Consumer.on(ApplicationSubmitted, (data, message) =>
-        Effect.gen(function*() {
-          const sql = yield* SqlClient.SqlClient
-          const applied = yield* sql`
+        project(message, data, (sql) =>
+          sql`
             INSERT INTO demo_leads (application_id, run_id, company, contact_email, status, version)
             VALUES (${data.applicationId}, ${runId}, ${data.company}, ${data.contactEmail}, 'new', ${data.n})
             ON CONFLICT DO NOTHING
-            RETURNING 1
-          `
-          yield* record(message, data.n, data.writtenAt, applied)
-        })),
+          `)),
       ApplicationScored: Consumer.on(ApplicationScored, (data, message) =>
-        Effect.gen(function*() {
-          const sql = yield* SqlClient.SqlClient
-          const applied = yield* sql`
+        project(message, data, (sql) =>
+          sql`
             UPDATE demo_leads SET score = ${data.score}, status = ${statusFor(data.score)}, version = ${data.n}
             WHERE application_id = ${applicationIdOf(message)} AND version = ${data.n - 1}
-            RETURNING 1
-          `
-          yield* record(message, data.n, data.writtenAt, applied)
-        })),
+          `)),
       NoteAdded: Consumer.on(NoteAdded, (data, message) =>
-        Effect.gen(function*() {
-          const sql = yield* SqlClient.SqlClient
-          const applied = yield* sql`
+        project(message, data, (sql) =>
+          sql`
             UPDATE demo_leads SET notes = notes + 1, version = ${data.n}
             WHERE application_id = ${applicationIdOf(message)} AND version = ${data.n - 1}
-            RETURNING 1
-          `
-          yield* record(message, data.n, data.writtenAt, applied)
-        })),
+          `)),
       ReadinessProbe: Consumer.on(ReadinessProbe, () => Deferred.succeed(ready, void 0))
     },
     // Every type this consumer meets is one it knows; anything else is a bug worth stopping for.
