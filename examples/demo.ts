@@ -76,7 +76,7 @@ const flags = {
   ),
   duration: Options.float("duration").pipe(
     Options.withDefault(15),
-    Options.withDescription("Seconds the producers spread their writes over (0: as fast as they can)")
+    Options.withDescription("Seconds the producers spread their writes over, at least (0: as fast as they can)")
   )
 }
 
@@ -120,21 +120,27 @@ const awaitReady = (run: Run, ready: ReadonlyArray<Deferred.Deferred<void>>) =>
     )
   })
 
-/** Event `i` is change `n = i / streams` of application `i % streams`; one producer owns each application. */
+/**
+ * Event `i` is change `n = i / streams` of application `i % streams`; one producer owns each application, so its
+ * changes are written in order. Writes are spread evenly over `--duration`; a producer that falls behind shifts the
+ * rest of its schedule rather than catching up in a burst.
+ */
 const produce = (run: Run, applications: ReadonlyArray<string>) =>
   Effect.gen(function*() {
-    const producers = Math.min(8, applications.length)
+    const producers = Math.min(4, applications.length)
     const interval = (run.duration * 1000) / run.events
     const start = Leads.now()
     yield* Effect.forEach(
       Array.from({ length: producers }, (_, p) => p),
       (p) =>
         Effect.gen(function*() {
+          let late = 0
           for (let i = 0; i < run.events; i++) {
             const s = i % applications.length
             if (s % producers !== p) continue
-            const wait = start + i * interval - Leads.now()
+            const wait = start + i * interval + late - Leads.now()
             if (wait > 0) yield* Effect.sleep(Duration.millis(wait))
+            else late -= wait
             yield* Leads.change(run.runId, run.category, applications[s]!, Math.floor(i / applications.length))
           }
         }),
