@@ -8,43 +8,38 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { finish, handled, makeWorld, printReport, startAll } from "./chaos/harness.js"
+import { finish, handled, makeWorld, printReport, stalls, startAll } from "./chaos/harness.js"
 
 const events = 400
 const streams = 40
+
+const producer = [
+  "producer",
+  "producer",
+  { CHAOS_EVENTS: String(events), CHAOS_STREAMS: String(streams), CHAOS_BATCH: "4", CHAOS_INTERVAL_MS: "40" }
+] as const
 
 describe("Chaos: EventoDB faults", () => {
   it.scopedLive(
     "an EventoDB outage mid-run pauses delivery and consumption, which resume with nothing lost",
     () =>
       Effect.gen(function*() {
-        const t0 = Date.now()
+        const started = Date.now()
         const world = yield* makeWorld("outage")
-        const t1 = Date.now()
-        yield* startAll(world, [
-          ["sender", "sender"],
-          ["consumer", "consumer", { CHAOS_CONSUMER_ID: "c1" }],
-          ["producer", "producer", {
-            CHAOS_EVENTS: String(events),
-            CHAOS_STREAMS: String(streams),
-            CHAOS_BATCH: "4",
-            CHAOS_INTERVAL_MS: "40"
-          }]
-        ])
+        yield* startAll(world, [["sender", "sender"], ["consumer", "consumer", { CHAOS_CONSUMER_ID: "c1" }], producer])
+        world.report["startupMs"] = Date.now() - started
 
-        const t2 = Date.now()
         yield* world.waitFor("a quarter is delivered", (s) => s.sent >= events / 4)
-        world.report["timeline"] = { world: t1 - t0, start: t2 - t1, quarter: Date.now() - t2 }
         const downAt = Date.now()
         yield* world.proxy.down()
         yield* Effect.sleep("3 seconds")
         const during = yield* world.latest
-        // Let whatever was in flight when the port closed settle, then nothing may move until it opens again.
+        // Whatever was in flight when the port closed has settled by now: nothing may move until it opens again.
         yield* Effect.sleep("1 second")
         const stalled = yield* world.latest
         const upAt = Date.now()
         yield* world.proxy.up()
-        const [sentMs, handledMs] = yield* Effect.all([
+        const [delivery, consumption] = yield* Effect.all([
           world.recovery("delivery", upAt, (s) => s.sent),
           world.recovery("consumption", upAt, handled("c1"))
         ], { concurrency: 2 })
@@ -52,15 +47,15 @@ describe("Chaos: EventoDB faults", () => {
           "everything is delivered and handled",
           (s) => s.sent === events && handled("c1")(s) === events
         )
-        const doneAt = Date.now()
 
         Object.assign(world.report, {
           events,
           streams,
           outageMs: upAt - downAt,
-          recoveryMs: { delivery: sentMs, consumption: handledMs },
           backlogAtUp: stalled.written - stalled.sent,
-          drainAfterUpMs: doneAt - upAt
+          firstProgressAfterUpMs: { delivery, consumption },
+          stallsFromDown: yield* stalls(world, downAt, ["c1"]),
+          drainAfterUpMs: Date.now() - upAt
         })
         assert.strictEqual(stalled.sent, during.sent, "nothing can be delivered while EventoDB is away")
         assert.isBelow(stalled.sent, events)
@@ -83,39 +78,28 @@ describe("Chaos: EventoDB faults", () => {
         // A one-second client timeout, so that the stall outlasts it; a slow fallback poll, so that a consumer left
         // without pokes is seen to rely on it.
         const timeouts = { EVENTODB_TIMEOUT: "1 second" }
-        yield* startAll(world, [
-          ["sender", "sender", timeouts],
-          ["consumer", "consumer", {
-            ...timeouts,
-            CHAOS_CONSUMER_ID: "c1",
-            CHAOS_TRANSACTIONAL: "false",
-            CHAOS_POLL_MS: "500"
-          }],
-          ["producer", "producer", {
-            CHAOS_EVENTS: String(events),
-            CHAOS_STREAMS: String(streams),
-            CHAOS_BATCH: "4",
-            CHAOS_INTERVAL_MS: "40"
-          }]
-        ])
+        const consumer = { ...timeouts, CHAOS_CONSUMER_ID: "c1", CHAOS_TRANSACTIONAL: "false", CHAOS_POLL_MS: "500" }
+        yield* startAll(world, [["sender", "sender", timeouts], ["consumer", "consumer", consumer], producer])
         world.report["startupMs"] = Date.now() - started
 
         yield* world.waitFor("some rows are delivered", (s) => s.sent >= 60)
         const garbageAt = Date.now()
         yield* world.proxy.garbageNext(8)
-        const afterGarbage = yield* world.recovery("delivery after garbage", garbageAt, (s) => s.sent)
+        yield* world.recovery("delivery after garbage", garbageAt, (s) => s.sent)
 
         yield* world.waitFor("more rows are delivered", (s) => s.sent >= 150)
+        const stallAt = Date.now()
         const stallMs = 2500
         yield* world.proxy.stall(`${stallMs} millis`)
         yield* Effect.sleep(`${stallMs} millis`)
         const stallEnd = Date.now()
-        const [sentMs, handledMs] = yield* Effect.all([
+        const [delivery, consumption] = yield* Effect.all([
           world.recovery("delivery after the stall", stallEnd, (s) => s.sent),
           world.recovery("consumption after the stall", stallEnd, handled("c1"))
         ], { concurrency: 2 })
 
         yield* world.waitFor("most rows are delivered", (s) => s.sent >= 250)
+        const dropAt = Date.now()
         yield* world.proxy.dropPokes(true)
         yield* world.waitFor("everything is delivered", (s) => s.sent === events)
         const deliveredAt = Date.now()
@@ -124,12 +108,17 @@ describe("Chaos: EventoDB faults", () => {
         Object.assign(world.report, {
           events,
           streams,
-          garbageAnswers: 8,
-          progressAfterGarbageMs: afterGarbage,
-          stallMs,
-          clientTimeoutMs: 1000,
-          recoveryAfterStallMs: { delivery: sentMs, consumption: handledMs },
-          catchUpWithoutPokesMs: Date.now() - deliveredAt
+          garbage: { answers: 8, ...(yield* stalls(world, garbageAt, ["c1"], stallAt)) },
+          stall: {
+            stallMs,
+            clientTimeoutMs: 1000,
+            firstProgressAfterStallMs: { delivery, consumption },
+            ...(yield* stalls(world, stallAt, ["c1"], dropAt))
+          },
+          droppedPokes: {
+            ...(yield* stalls(world, dropAt, ["c1"])),
+            catchUpAfterLastDeliveryMs: Date.now() - deliveredAt
+          }
         })
         const result = yield* finish(world, { events, consumers: [{ consumerId: "c1" }] })
         yield* printReport(world)

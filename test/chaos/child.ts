@@ -75,4 +75,4 @@ export const bool = (name: string, fallback: boolean) => Config.boolean(name).pi
 
 /** Runs a child program: logs as above, exit code 0 on SIGTERM/SIGINT (interruption), 1 on failure. */
 export const main = <E>(program: Effect.Effect<unknown, E>): void =>
-  NodeRuntime.runMain(program.pipe(Effect.provide(Logging)), { disableErrorReporting: false })
+  NodeRuntime.runMain(program.pipe(Effect.provide(Logging)), { disablePrettyLogger: true })

@@ -13,12 +13,15 @@ import { SqlClient } from "@effect/sql/SqlClient"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import { randomBytes } from "node:crypto"
 import { readdirSync, readFileSync } from "node:fs"
+import { type AddressInfo, createServer } from "node:net"
 import * as EventoClient from "../../src/EventoClient.js"
 import * as FaultProxy from "../../src/FaultProxy.js"
 import { defaultAdminToken } from "../../src/internal/memory/token.js"
@@ -59,6 +62,8 @@ export interface World {
   readonly sql: SqlClient
   readonly children: Array<Child>
   readonly spawn: (role: Role, name: string, env?: Record<string, string>) => Effect.Effect<Child, Error, Scope.Scope>
+  /** Completes once the server answers and the scenario's namespace exists. */
+  readonly serverReady: Effect.Effect<void, Error>
   readonly latest: Effect.Effect<Sample>
   /** Polls the samples until `predicate` holds; fails with `what` after `timeout`. */
   readonly waitFor: (
@@ -76,8 +81,52 @@ export interface World {
     metric: (sample: Sample) => number,
     timeout?: Duration.DurationInput
   ) => Effect.Effect<number, Error>
+  /**
+   * After a fault at `since` (and before `until`, default now): the longest stretch in which work was `pending` but
+   * `metric` did not grow, and how long after `since` that stretch ended. Unlike the first progress, this sees past
+   * work that was already in flight when the fault hit.
+   */
+  readonly stall: (
+    since: number,
+    metric: (sample: Sample) => number,
+    pending: (sample: Sample) => boolean,
+    until?: number
+  ) => Effect.Effect<Stall>
   /** Figures to report, printed as one line when the scenario ends. */
   readonly report: Record<string, unknown>
+}
+
+export interface Stall {
+  readonly longestMs: number
+  readonly resumedAfterMs: number
+}
+
+/** The longest stall in `samples` after `since` and before `until`; see `World.stall`. */
+export const longestStall = (
+  samples: ReadonlyArray<Sample>,
+  since: number,
+  metric: (sample: Sample) => number,
+  pending: (sample: Sample) => boolean,
+  until: number
+): Stall => {
+  let longest = 0
+  let endedAt = since
+  let previous = [...samples].reverse().find((sample) => sample.t <= since)
+  let stalledFrom: number | undefined
+  for (const sample of samples) {
+    if (sample.t <= since || sample.t > until) continue
+    if (previous !== undefined && metric(sample) > metric(previous)) {
+      if (stalledFrom !== undefined && sample.t - stalledFrom > longest) {
+        longest = sample.t - stalledFrom
+        endedAt = sample.t
+      }
+      stalledFrom = undefined
+    } else if (stalledFrom === undefined && pending(sample)) {
+      stalledFrom = Math.max(since, previous?.t ?? sample.t)
+    }
+    previous = sample
+  }
+  return { longestMs: longest, resumedAfterMs: endedAt - since }
 }
 
 export const handled = (consumerId: string) => (sample: Sample): number => sample.handled[consumerId] ?? 0
@@ -89,6 +138,15 @@ const SampleRow = Schema.Struct({
 })
 
 let counter = 0
+
+/** A TCP port free right now on 127.0.0.1, for the server process to listen on. */
+const freePort = Effect.async<number>((resume) => {
+  const probe = createServer()
+  probe.listen(0, "127.0.0.1", () => {
+    const { port } = probe.address() as AddressInfo
+    probe.close(() => resume(Effect.succeed(port)))
+  })
+})
 
 const serverFromEnv = (): EventoTest.Target | undefined => {
   const url = process.env.EVENTODB_URL
@@ -111,17 +169,33 @@ export const makeWorld = (scenario: string): Effect.Effect<World, Error, Scope.S
       return child
     }
 
-    // The server process boots while the database is prepared.
-    const server = serverFromEnv() === undefined
+    // The server process (unless a real server is configured) boots while the database is prepared and the kit's
+    // processes start: they all get its address and the namespace's token up front. The kit makes no EventoDB call
+    // before its singletons' fence has passed, seconds after `ready`, and the namespace exists long before that.
+    const external = serverFromEnv()
+    const port = external === undefined ? yield* freePort : 0
+    const server = external === undefined
       ? track(
         "dev-server",
         "dev-server",
         yield* spawnTs("src/bin.ts", {
-          args: ["dev-server", "--port", "0", "--token", defaultAdminToken],
+          args: ["dev-server", "--port", String(port), "--token", defaultAdminToken],
           env: { CHAOS_RUN: runId }
         })
       )
       : undefined
+    const target: EventoTest.Target = external ??
+      { url: `http://127.0.0.1:${port}`, adminToken: Redacted.make(defaultAdminToken), external: false }
+    const namespace = `chaos-${runId.toLowerCase().replace(/[^a-z0-9]+/g, "-")}`
+    const token = Redacted.make(`ns_${Buffer.from(namespace).toString("base64url")}_${randomBytes(32).toString("hex")}`)
+    const createNamespace = Effect.acquireRelease(
+      EventoTest.adminRpc(target, ["ns.create", namespace, { description: "chaos", token: Redacted.value(token) }]),
+      () => EventoTest.adminRpc(target, ["ns.delete", namespace]).pipe(Effect.catchAllDefect(() => Effect.void))
+    )
+    const serverReady = yield* (server === undefined ? Effect.void : server.waitForLine(
+      (line) => line === `listening on ${target.url}`,
+      "60 seconds"
+    )).pipe(Effect.zipRight(createNamespace), Effect.asVoid, Effect.forkScoped)
 
     const database = yield* PgTest.freshDatabase
     const context = yield* Layer.build(
@@ -142,18 +216,6 @@ export const makeWorld = (scenario: string): Effect.Effect<World, Error, Scope.S
       )
     `.pipe(Effect.orDie)
 
-    let target = serverFromEnv()
-    if (target === undefined) {
-      const line = yield* server!.waitForLine((line) => line.startsWith("listening on "), "60 seconds")
-      target = {
-        url: line.slice("listening on ".length).trim(),
-        adminToken: Redacted.make(defaultAdminToken),
-        external: false
-      }
-    }
-    const { namespace, token } = yield* EventoTest.freshNamespace.pipe(
-      Effect.provideService(EventoTest.EventoTarget, target)
-    )
     const proxy = yield* FaultProxy.make({ upstream: target.url })
     // The HTTP client's dispatcher lives as long as the world.
     const http = yield* Layer.build(NodeHttpClient.layerUndici)
@@ -245,6 +307,13 @@ export const makeWorld = (scenario: string): Effect.Effect<World, Error, Scope.S
         return sample.t - since
       })
 
+    const stall = (
+      since: number,
+      metric: (sample: Sample) => number,
+      pending: (sample: Sample) => boolean,
+      until?: number
+    ) => Effect.sync(() => longestStall(samples, since, metric, pending, until ?? Date.now()))
+
     return {
       scenario,
       runId,
@@ -256,9 +325,11 @@ export const makeWorld = (scenario: string): Effect.Effect<World, Error, Scope.S
       sql,
       children,
       spawn,
+      serverReady: Fiber.join(serverReady),
       latest,
       waitFor,
       recovery,
+      stall,
       report
     }
   })
@@ -270,6 +341,13 @@ export const ready = (child: Child, timeout: Duration.DurationInput = "60 second
 /** True once the child printed that it leads the named singleton. */
 export const isLeader = (child: Child, prefix: string): Effect.Effect<boolean> =>
   Effect.map(child.stdout, (lines) => lines.some((line) => line.startsWith(`leader ${prefix}`)))
+
+/** How many lines of the child's stdout and stderr contain `text`. */
+export const countLines = (child: Child, text: string): Effect.Effect<number> =>
+  Effect.map(
+    Effect.all([child.stdout, child.stderr]),
+    ([out, err]) => [...out, ...err].filter((line) => line.includes(text)).length
+  )
 
 /** Kills the child with SIGKILL and waits until it is gone. */
 export const killHard = (child: Child) =>
@@ -574,7 +652,11 @@ export const startAll = (
   entries: ReadonlyArray<readonly [Role, string, Record<string, string>?]>
 ) =>
   Effect.forEach(entries, ([role, name, env]) => world.spawn(role, name, env), { concurrency: "unbounded" }).pipe(
-    Effect.tap((children) => Effect.forEach(children, (child) => ready(child), { concurrency: "unbounded" }))
+    Effect.tap((children) =>
+      Effect.all([world.serverReady, Effect.forEach(children, (child) => ready(child), { concurrency: "unbounded" })], {
+        concurrency: "unbounded"
+      })
+    )
   )
 
 /** How many of `events` (n on stream `n % streams`) fall to `member` of a group of `size`. */
@@ -582,6 +664,18 @@ export const shareSize = (world: World, events: number, streams: number, member:
   Array.from({ length: events }, (_, n) => `${world.category}-${n % streams}`).filter((stream) =>
     groupMember(stream, size) === member
   ).length
+
+/**
+ * After a fault at `since`: the longest stall of delivery (rows written but not sent) and of consumption (rows sent
+ * but not handled by all of `consumers` together), and when each ended.
+ */
+export const stalls = (world: World, since: number, consumers: ReadonlyArray<string>, until?: number) => {
+  const handledByAll = (sample: Sample) => consumers.reduce((sum, id) => sum + (sample.handled[id] ?? 0), 0)
+  return Effect.all({
+    delivery: world.stall(since, (s) => s.sent, (s) => s.written > s.sent, until),
+    consumption: world.stall(since, handledByAll, (s) => s.sent > handledByAll(s), until)
+  })
+}
 
 /** Prints the scenario's figures as one line (`chaos <scenario> {...}`), for the run's log and the report. */
 export const printReport = (world: World) =>

@@ -5,12 +5,14 @@
  * expects version k - 1), so a resend there meets a version conflict rather than a duplicate id.
  *
  * Each event has the idempotency key `<category>:<n>`: a batch whose commit was cut off (its connection terminated)
- * is simply written again, and the keys make sure it lands once. Prints `wrote <count>` after each batch and `done
- * <count>` at the end, then exits 0.
+ * is simply written again, and the keys make sure it lands once. Prints `wrote <count>` after each batch, `defect
+ * <message>` for a write that died rather than failed, and `done <count>` at the end, then exits 0.
  */
+import { SqlError } from "@effect/sql/SqlError"
 import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Outbox from "../../src/Outbox.js"
 import { Database, Evento, int, main, say, str } from "./child.js"
@@ -41,8 +43,16 @@ const program = Effect.gen(function*() {
         }
       }
     })
-    // The database may go away under us (terminated backends): write the same batch again until it lands.
+    // The database may go away under us (terminated backends): write the same batch again until it lands. A
+    // connection lost inside the write's own transaction surfaces as a defect, not as a `SqlError` (the ROLLBACK or
+    // COMMIT fails, and @effect/sql's `withTransaction` dies then); it is counted (`defect` on stdout) and retried
+    // like a failure.
     yield* Outbox.writeBatch(entries).pipe(
+      Effect.catchSomeDefect((defect) =>
+        defect instanceof SqlError
+          ? Option.some(Effect.zipRight(say(`defect ${defect.message}`), Effect.fail(defect)))
+          : Option.none()
+      ),
       Effect.tapError((error) => Effect.logWarning("producer write failed; retrying", error.message)),
       Effect.retry({
         schedule: Schedule.spaced("100 millis").pipe(Schedule.intersect(Schedule.recurs(300))),
