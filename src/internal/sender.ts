@@ -12,6 +12,7 @@ import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Metric from "effect/Metric"
@@ -131,28 +132,30 @@ interface Payload {
 }
 
 const decodeHead = Schema.decodeUnknown(RowHead)
-const decodePayload = Schema.decodeUnknown(RowPayload)
+const decodePayload = Schema.decodeUnknownEither(RowPayload)
 
-const payloadOf = (row: Row): Effect.Effect<Payload, string> =>
-  decodePayload(row.raw).pipe(
-    Effect.mapError((error) =>
-      `outbox row does not decode: ${
-        ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => `${issue.path.join(".")}: ${issue.message}`)
-          .join("; ")
-      }`
-    ),
-    Effect.map((payload): Payload => {
+// Synchronous: it runs once per row on the sender's hot path.
+const payloadOf = (row: Row): Either.Either<Payload, string> =>
+  Either.match(decodePayload(row.raw), {
+    onLeft: (error) =>
+      Either.left(
+        `outbox row does not decode: ${
+          ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => `${issue.path.join(".")}: ${issue.message}`)
+            .join("; ")
+        }`
+      ),
+    onRight: (payload) => {
       const metadata: JsonObject | undefined = payload.metadata ?? undefined
       const options = payload.write_options
       const expectedVersion = options?.expectedVersion ?? options?.expected_version ?? undefined
-      return {
+      return Either.right({
         message: metadata === undefined
           ? { type: payload.type, data: payload.data }
           : { type: payload.type, data: payload.data, metadata },
         expectedVersion
-      }
-    })
-  )
+      })
+    }
+  })
 
 const encodeError = Schema.encode(Schema.parseJson(EventoError))
 
@@ -516,33 +519,31 @@ export const make = (input?: Input): Effect.Effect<Sender, never, EventoClient |
       }
     }
 
-    const send = (row: Row): Effect.Effect<Outcome> =>
-      Effect.matchEffect(payloadOf(row), {
-        onFailure: (why) => Effect.succeed(park(why)),
-        onSuccess: (payload) => {
-          const writeOptions: WriteOptions = payload.expectedVersion === undefined
-            ? { id: row.id }
-            : { id: row.id, expectedVersion: payload.expectedVersion }
-          return client.streamWrite(row.stream, payload.message, writeOptions).pipe(
-            Effect.as(delivered),
-            Effect.catchAll((error) => classify(row, payload, error))
-          )
-        }
-      }).pipe(
+    const send = (row: Row): Effect.Effect<Outcome> => {
+      const payload = payloadOf(row)
+      if (Either.isLeft(payload)) return Effect.succeed(park(payload.left))
+      const { expectedVersion, message } = payload.right
+      const writeOptions: WriteOptions = expectedVersion === undefined
+        ? { id: row.id }
+        : { id: row.id, expectedVersion }
+      return client.streamWrite(row.stream, message, writeOptions).pipe(
+        Effect.as(delivered),
+        Effect.catchAll((error) => classify(row, payload.right, error)),
         Effect.withSpan("OutboxSender.send", {
           attributes: { "evento.outbox_id": row.id, "evento.stream": row.stream, "evento.namespace": namespace },
           captureStackTrace: false
         })
       )
+    }
 
     /**
      * Sends one stream's rows in order and stops at the first that is not delivered. Delivered ids go to
      * `done`, to be marked in one statement for the whole batch.
      */
-    const sendGroup = (rows: ReadonlyArray<Row>, done: Array<string>, stop: Ref.Ref<Option.Option<Halted>>) =>
+    const sendGroup = (rows: ReadonlyArray<Row>, done: Array<string>, stop: { halted: Option.Option<Halted> }) =>
       Effect.gen(function*() {
         for (const row of rows) {
-          if (Option.isSome(yield* Ref.get(stop))) return
+          if (Option.isSome(stop.halted)) return
           const outcome = yield* send(row)
           switch (outcome._tag) {
             case "Delivered":
@@ -553,7 +554,8 @@ export const make = (input?: Input): Effect.Effect<Sender, never, EventoClient |
             case "Park":
               return yield* Effect.flatMap(errorText(outcome.error), (text) => recordPark(row, text, row.attempts + 1))
             case "Halt":
-              yield* Ref.update(stop, Option.orElseSome(() => outcome.halted))
+              // The first halt wins; the other streams stop before their next row.
+              if (Option.isNone(stop.halted)) stop.halted = Option.some(outcome.halted)
               return yield* recordHalt(row, outcome.halted)
           }
         }
@@ -561,19 +563,18 @@ export const make = (input?: Input): Effect.Effect<Sender, never, EventoClient |
 
     /** Sends one batch: each stream's rows in order, the streams in parallel. */
     const sendBatch = (rows: ReadonlyArray<Row>, done: Array<string>) =>
-      Effect.gen(function*() {
+      Effect.suspend(() => {
         const groups = new Map<string, Array<Row>>()
         for (const row of rows) {
           const group = groups.get(row.stream)
           if (group === undefined) groups.set(row.stream, [row])
           else group.push(row)
         }
-        const stop = yield* Ref.make(Option.none<Halted>())
-        yield* Effect.forEach(groups.values(), (group) => sendGroup(group, done, stop), {
+        const stop = { halted: Option.none<Halted>() }
+        return Effect.forEach(groups.values(), (group) => sendGroup(group, done, stop), {
           concurrency: options.concurrency,
           discard: true
-        })
-        return yield* Ref.get(stop)
+        }).pipe(Effect.map(() => stop.halted))
       })
 
     /**
