@@ -496,133 +496,184 @@ export const readCategory = (world: World) =>
     }
   }).pipe(Effect.orDie)
 
+/** What a message needs for the checks (an `EventoClient.Message` has it). */
+export interface MessageView {
+  readonly id: string
+  readonly streamName: string
+  readonly position: number
+  readonly globalPosition: number
+}
+
+export interface ConsumerObserved {
+  /** Rows of `chaos_handled`, in insertion order: one per handler run that committed. */
+  readonly handled: ReadonlyArray<typeof HandledRow.Type>
+  readonly parked: ReadonlyArray<string>
+  readonly marks: ReadonlyArray<string>
+  /** The saved position; undefined when none was saved. */
+  readonly position: number | undefined
+}
+
+/** The end state of a run, as read from both databases. */
+export interface Observed {
+  readonly outbox: ReadonlyArray<typeof OutboxRow.Type>
+  readonly messages: ReadonlyArray<MessageView>
+  readonly consumers: Readonly<Record<string, ConsumerObserved>>
+}
+
 /**
- * Checks the end state from the databases and yields every problem found (none when all is well):
+ * Every problem in an end state (none when all is well):
  * - the outbox holds each event once, all sent, none parked;
- * - EventoDB holds one message per outbox id, nothing else, each stream in `seq` order;
+ * - EventoDB holds one message per outbox id, nothing else, each stream in `seq` order at positions 0, 1, 2...;
  * - each consumer handled each message of its share exactly once, in stream order, parked exactly the messages it
- *   should, marked what it handled or parked, and saved the global position of the last of them.
+ *   should, marked what it handled or parked and nothing else, and saved the global position of the last of them.
  */
-export const verify = (world: World, expected: Expectations) =>
+export const check = (observed: Observed, expected: Expectations): ReadonlyArray<string> => {
+  const problems: Array<string> = []
+  const rows = observed.outbox
+  const ns = new Set(rows.map((row) => row.n))
+  if (rows.length !== expected.events || ns.size !== expected.events) {
+    problems.push(`outbox: ${rows.length} rows for ${ns.size} distinct events, expected ${expected.events} each`)
+  }
+  const unsent = rows.filter((row) => !row.sent)
+  if (unsent.length > 0) problems.push(`outbox: ${unsent.length} rows not sent`)
+  const parked = rows.filter((row) => row.parked)
+  if (parked.length > 0) problems.push(`outbox: ${parked.length} rows parked`)
+
+  const messages = observed.messages
+  const byId = new Map<string, number>()
+  for (const message of messages) byId.set(message.id, (byId.get(message.id) ?? 0) + 1)
+  const twice = [...byId].filter(([, count]) => count > 1)
+  if (twice.length > 0) problems.push(`EventoDB: ${twice.length} message ids more than once`)
+  const outboxIds = new Set(rows.map((row) => row.id))
+  const missing = rows.filter((row) => !byId.has(row.id))
+  const foreign = messages.filter((message) => !outboxIds.has(message.id))
+  if (missing.length > 0) problems.push(`EventoDB: ${missing.length} outbox rows missing`)
+  if (foreign.length > 0) problems.push(`EventoDB: ${foreign.length} messages with no outbox row`)
+  if (messages.length !== rows.length) problems.push(`EventoDB: ${messages.length} messages for ${rows.length} rows`)
+
+  const expectedOrder = new Map<string, Array<string>>()
+  for (const row of [...rows].sort((a, b) => a.seq - b.seq)) {
+    expectedOrder.set(row.stream, [...(expectedOrder.get(row.stream) ?? []), row.id])
+  }
+  const actualOrder = new Map<string, Array<MessageView>>()
+  for (const message of messages) {
+    actualOrder.set(message.streamName, [...(actualOrder.get(message.streamName) ?? []), message])
+  }
+  let disordered = 0
+  for (const [stream, ids] of expectedOrder) {
+    const actual = [...(actualOrder.get(stream) ?? [])].sort((a, b) => a.position - b.position)
+    const positionsOk = actual.every((message, i) => message.position === i)
+    if (!positionsOk || actual.map((message) => message.id).join(",") !== ids.join(",")) disordered++
+  }
+  if (disordered > 0) problems.push(`EventoDB: ${disordered} streams not in outbox seq order`)
+
+  const nOf = new Map(rows.map((row) => [row.id, row.n]))
+  for (const spec of expected.consumers) {
+    const label = `consumer ${spec.consumerId}`
+    const seen = observed.consumers[spec.consumerId] ?? { handled: [], parked: [], marks: [], position: undefined }
+    const share = messages
+      .filter((message) =>
+        spec.group === undefined || groupMember(message.streamName, spec.group.size) === spec.group.member
+      )
+      .sort((a, b) => a.globalPosition - b.globalPosition)
+    const parkedNs = new Set(spec.parked ?? [])
+    const poison = spec.stopsAt === undefined ? undefined : share.find((m) => nOf.get(m.id) === spec.stopsAt)
+    if (spec.stopsAt !== undefined && poison === undefined) problems.push(`${label}: its poison is not in its share`)
+    const reached = poison === undefined ? share : share.filter((m) => m.globalPosition < poison.globalPosition)
+    const shouldPark = reached.filter((m) => parkedNs.has(nOf.get(m.id) ?? -1))
+    const shouldHandle = reached.filter((m) => !parkedNs.has(nOf.get(m.id) ?? -1))
+
+    const counts = new Map<string, number>()
+    for (const row of seen.handled) counts.set(row.event_id, (counts.get(row.event_id) ?? 0) + 1)
+    const duplicates = [...counts.values()].filter((count) => count > 1).length
+    if (duplicates > 0) problems.push(`${label}: ${duplicates} messages handled more than once`)
+    const notHandled = shouldHandle.filter((m) => !counts.has(m.id))
+    if (notHandled.length > 0) problems.push(`${label}: ${notHandled.length} messages of its share not handled`)
+    const shouldIds = new Set(shouldHandle.map((m) => m.id))
+    const extra = [...counts.keys()].filter((id) => !shouldIds.has(id))
+    if (extra.length > 0) problems.push(`${label}: ${extra.length} messages handled that it should not have`)
+    const lastPosition = new Map<string, number>()
+    let outOfOrder = 0
+    for (const row of seen.handled) {
+      if ((lastPosition.get(row.stream) ?? -1) >= row.position) outOfOrder++
+      lastPosition.set(row.stream, row.position)
+    }
+    if (outOfOrder > 0) problems.push(`${label}: ${outOfOrder} handler runs out of stream order`)
+
+    const parkedIds = new Set(seen.parked)
+    if (parkedIds.size !== shouldPark.length || shouldPark.some((m) => !parkedIds.has(m.id))) {
+      problems.push(`${label}: parked ${parkedIds.size} messages, expected ${shouldPark.length}`)
+    }
+
+    const marked = new Set(seen.marks)
+    const done = [...shouldHandle, ...shouldPark]
+    const unmarked = done.filter((m) => !marked.has(m.id))
+    if (unmarked.length > 0) problems.push(`${label}: ${unmarked.length} handled or parked messages not marked`)
+    if (poison !== undefined && marked.has(poison.id)) problems.push(`${label}: its poison message is marked`)
+    if (marked.size !== done.length) problems.push(`${label}: ${marked.size} marks for ${done.length} messages`)
+
+    const lastDone = Math.max(-1, ...done.map((m) => m.globalPosition))
+    const position = seen.position ?? -1
+    if (position !== lastDone) {
+      problems.push(`${label}: saved position ${position}, the last message it handled or parked is at ${lastDone}`)
+    }
+  }
+  return problems
+}
+
+/** Reads the end state of a run from both databases (see `check`). */
+export const observe = (world: World, consumerIds: ReadonlyArray<string>): Effect.Effect<Observed> =>
   Effect.gen(function*() {
-    const problems: Array<string> = []
     const sql = world.sql
     const decode = <A, I>(schema: Schema.Schema<A, I>) => (rows: unknown) =>
       Schema.decodeUnknown(Schema.Array(schema))(rows).pipe(Effect.orDie)
-
-    const rows = yield* sql`
+    const outbox = yield* sql`
       SELECT id::text AS id, stream, seq::int AS seq, (data->>'n')::int AS n, sent_at IS NOT NULL AS sent,
         parked_at IS NOT NULL AS parked, attempts
       FROM evento_outbox
       WHERE namespace = ${world.namespace}
       ORDER BY seq
     `.pipe(Effect.orDie, Effect.flatMap(decode(OutboxRow)))
-    const ns = new Set(rows.map((row) => row.n))
-    if (rows.length !== expected.events || ns.size !== expected.events) {
-      problems.push(`outbox: ${rows.length} rows for ${ns.size} distinct events, expected ${expected.events} each`)
-    }
-    const unsent = rows.filter((row) => !row.sent)
-    if (unsent.length > 0) problems.push(`outbox: ${unsent.length} rows not sent`)
-    const parked = rows.filter((row) => row.parked)
-    if (parked.length > 0) problems.push(`outbox: ${parked.length} rows parked`)
-
     const messages = yield* readCategory(world)
-    const byId = new Map<string, number>()
-    for (const message of messages) byId.set(message.id, (byId.get(message.id) ?? 0) + 1)
-    const twice = [...byId].filter(([, count]) => count > 1)
-    if (twice.length > 0) problems.push(`EventoDB: ${twice.length} message ids more than once`)
-    const outboxIds = new Set(rows.map((row) => row.id))
-    const missing = rows.filter((row) => !byId.has(row.id))
-    const foreign = messages.filter((message) => !outboxIds.has(message.id))
-    if (missing.length > 0) problems.push(`EventoDB: ${missing.length} outbox rows missing`)
-    if (foreign.length > 0) problems.push(`EventoDB: ${foreign.length} messages with no outbox row`)
-    if (messages.length !== rows.length) problems.push(`EventoDB: ${messages.length} messages for ${rows.length} rows`)
-
-    const expectedOrder = new Map<string, Array<string>>()
-    for (const row of rows) expectedOrder.set(row.stream, [...(expectedOrder.get(row.stream) ?? []), row.id])
-    const actualOrder = new Map<string, Array<EventoClient.Message>>()
-    for (const message of messages) {
-      actualOrder.set(message.streamName, [...(actualOrder.get(message.streamName) ?? []), message])
-    }
-    let disordered = 0
-    for (const [stream, ids] of expectedOrder) {
-      const actual = (actualOrder.get(stream) ?? []).sort((a, b) => a.position - b.position)
-      const positionsOk = actual.every((message, i) => message.position === i)
-      if (!positionsOk || actual.map((message) => message.id).join(",") !== ids.join(",")) disordered++
-    }
-    if (disordered > 0) problems.push(`EventoDB: ${disordered} streams not in outbox seq order`)
-
-    const nOf = new Map(rows.map((row) => [row.id, row.n]))
-    for (const spec of expected.consumers) {
-      const label = `consumer ${spec.consumerId}`
-      const share = messages
-        .filter((message) =>
-          spec.group === undefined || groupMember(message.streamName, spec.group.size) === spec.group.member
-        )
-        .sort((a, b) => a.globalPosition - b.globalPosition)
-      const parkedNs = new Set(spec.parked ?? [])
-      const poison = spec.stopsAt === undefined ? undefined : share.find((m) => nOf.get(m.id) === spec.stopsAt)
-      if (spec.stopsAt !== undefined && poison === undefined) problems.push(`${label}: its poison is not in its share`)
-      const reached = poison === undefined ? share : share.filter((m) => m.globalPosition < poison.globalPosition)
-      const shouldPark = reached.filter((m) => parkedNs.has(nOf.get(m.id) ?? -1))
-      const shouldHandle = reached.filter((m) => !parkedNs.has(nOf.get(m.id) ?? -1))
-
-      const handledRows = yield* sql`
+    const consumers: Record<string, ConsumerObserved> = {}
+    for (const consumerId of consumerIds) {
+      const key = sql`namespace = ${world.namespace} AND category = ${world.category} AND consumer_id = ${consumerId}`
+      const handled = yield* sql`
         SELECT id::int AS id, event_id::text AS event_id, stream, position::int AS position,
           global_position::int AS global_position
         FROM chaos_handled
-        WHERE consumer_id = ${spec.consumerId}
+        WHERE consumer_id = ${consumerId}
         ORDER BY id
       `.pipe(Effect.orDie, Effect.flatMap(decode(HandledRow)))
-      const counts = new Map<string, number>()
-      for (const row of handledRows) counts.set(row.event_id, (counts.get(row.event_id) ?? 0) + 1)
-      const duplicates = [...counts.values()].filter((count) => count > 1).length
-      if (duplicates > 0) problems.push(`${label}: ${duplicates} messages handled more than once`)
-      const notHandled = shouldHandle.filter((m) => !counts.has(m.id))
-      if (notHandled.length > 0) problems.push(`${label}: ${notHandled.length} messages of its share not handled`)
-      const shouldIds = new Set(shouldHandle.map((m) => m.id))
-      const extra = [...counts.keys()].filter((id) => !shouldIds.has(id))
-      if (extra.length > 0) problems.push(`${label}: ${extra.length} messages handled that it should not have`)
-      const lastPosition = new Map<string, number>()
-      let outOfOrder = 0
-      for (const row of handledRows) {
-        if ((lastPosition.get(row.stream) ?? -1) >= row.position) outOfOrder++
-        lastPosition.set(row.stream, row.position)
-      }
-      if (outOfOrder > 0) problems.push(`${label}: ${outOfOrder} handler runs out of stream order`)
-
-      const parkedRows = yield* sql`
-        SELECT event_id::text AS event_id FROM evento_parked_messages
-        WHERE namespace = ${world.namespace} AND category = ${world.category} AND consumer_id = ${spec.consumerId}
-      `.pipe(Effect.orDie, Effect.flatMap(decode(EventRow)))
-      const parkedIds = new Set(parkedRows.map((row) => row.event_id))
-      if (parkedIds.size !== shouldPark.length || shouldPark.some((m) => !parkedIds.has(m.id))) {
-        problems.push(`${label}: parked ${parkedIds.size} messages, expected ${shouldPark.length}`)
-      }
-
-      const marks = yield* sql`
-        SELECT event_id::text AS event_id FROM evento_processed_events
-        WHERE namespace = ${world.namespace} AND category = ${world.category} AND consumer_id = ${spec.consumerId}
-      `.pipe(Effect.orDie, Effect.flatMap(decode(EventRow)))
-      const marked = new Set(marks.map((row) => row.event_id))
-      const done = [...shouldHandle, ...shouldPark]
-      const unmarked = done.filter((m) => !marked.has(m.id))
-      if (unmarked.length > 0) problems.push(`${label}: ${unmarked.length} handled or parked messages not marked`)
-      if (poison !== undefined && marked.has(poison.id)) problems.push(`${label}: its poison message is marked`)
-      if (marked.size !== done.length) problems.push(`${label}: ${marked.size} marks for ${done.length} messages`)
-
-      const saved = yield* sql`
-        SELECT position::int AS position FROM evento_consumer_positions
-        WHERE namespace = ${world.namespace} AND category = ${world.category} AND consumer_id = ${spec.consumerId}
-      `.pipe(Effect.orDie, Effect.flatMap(decode(PositionRow)))
-      const lastDone = Math.max(-1, ...done.map((m) => m.globalPosition))
-      const position = saved[0]?.position ?? -1
-      if (position !== lastDone) {
-        problems.push(`${label}: saved position ${position}, the last message it handled or parked is at ${lastDone}`)
+      const parked = yield* sql`SELECT event_id::text AS event_id FROM evento_parked_messages WHERE ${key}`.pipe(
+        Effect.orDie,
+        Effect.flatMap(decode(EventRow))
+      )
+      const marks = yield* sql`SELECT event_id::text AS event_id FROM evento_processed_events WHERE ${key}`.pipe(
+        Effect.orDie,
+        Effect.flatMap(decode(EventRow))
+      )
+      const saved = yield* sql`SELECT position::int AS position FROM evento_consumer_positions WHERE ${key}`.pipe(
+        Effect.orDie,
+        Effect.flatMap(decode(PositionRow))
+      )
+      consumers[consumerId] = {
+        handled,
+        parked: parked.map((row) => row.event_id),
+        marks: marks.map((row) => row.event_id),
+        position: saved[0]?.position
       }
     }
-    return { problems, messages: messages.length, outboxRows: rows.length }
+    return { outbox, messages, consumers }
   })
+
+/** Reads the end state and checks it; yields every problem found. */
+export const verify = (world: World, expected: Expectations) =>
+  Effect.map(observe(world, expected.consumers.map((spec) => spec.consumerId)), (observed) => ({
+    problems: check(observed, expected),
+    messages: observed.messages.length,
+    outboxRows: observed.outbox.length
+  }))
 
 /**
  * Ends a scenario: stops the kit's processes (SIGTERM), checks the databases, stops the server process, and looks
