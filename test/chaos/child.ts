@@ -3,7 +3,8 @@
  * that keeps logs on stderr (and reports leadership on stdout), and the kit's layers built from the environment.
  *
  * Stdout protocol, one line each: `ready` once the layers are built, `leader <singleton>` when this process wins a
- * singleton, and program-specific lines (`wrote`, `done`, `fetched`, `stats`).
+ * singleton and `follower <singleton>` when it loses or releases it, and program-specific lines (`wrote`, `done`,
+ * `fetched`, `stats`).
  */
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
@@ -35,12 +36,15 @@ const safeJson = (value: unknown): string => {
   }
 }
 
-// Logs go to stderr as JSON lines (the controller shows the tail when a child misbehaves); a won singleton is also
-// announced on stdout, which is how the controller tells the leader from the standby.
+// Logs go to stderr as JSON lines (the controller shows the tail when a child misbehaves); singletons won and lost
+// are also announced on stdout, which is how the controller tells the leader from the standby.
 const logger = Logger.make(({ annotations, cause, date, logLevel, message }) => {
   const fields = Object.fromEntries(HashMap.toEntries(annotations))
   const line = text(message)
   if (line === "singleton acquired") process.stdout.write(`leader ${String(fields["singleton"])}\n`)
+  if (line === "singleton lost" || line === "singleton released") {
+    process.stdout.write(`follower ${String(fields["singleton"])}\n`)
+  }
   const entry = { t: date.toISOString(), level: logLevel.label, message: line, ...fields }
   const failure = cause._tag === "Empty" ? {} : { cause: String(cause) }
   process.stderr.write(`${safeJson({ ...entry, ...failure })}\n`)

@@ -338,9 +338,12 @@ export const makeWorld = (scenario: string): Effect.Effect<World, Error, Scope.S
 export const ready = (child: Child, timeout: Duration.DurationInput = "60 seconds") =>
   child.waitForLine((line) => line === "ready", timeout).pipe(Effect.asVoid)
 
-/** True once the child printed that it leads the named singleton. */
-export const isLeader = (child: Child, prefix: string): Effect.Effect<boolean> =>
-  Effect.map(child.stdout, (lines) => lines.some((line) => line.startsWith(`leader ${prefix}`)))
+/** True while the child leads the named singleton: its last `leader`/`follower` line for it says `leader`. */
+export const isLeader = (child: Child, name: string): Effect.Effect<boolean> =>
+  Effect.map(child.stdout, (lines) => {
+    const last = [...lines].reverse().find((line) => line === `leader ${name}` || line === `follower ${name}`)
+    return last === `leader ${name}`
+  })
 
 /** How many lines of the child's stdout and stderr contain `text`. */
 export const countLines = (child: Child, text: string): Effect.Effect<number> =>
