@@ -26,13 +26,16 @@ const Terminated = Schema.Struct({ pid: Schema.Number, application_name: Schema.
 
 /** Terminates every backend of the scenario's database but the controller's own; yields who was cut off. */
 const terminateKitConnections = (world: World) =>
+  // Materialized first, so that the planner cannot call pg_terminate_backend before the filter has run.
   world.sql`
-    SELECT pid, application_name
-    FROM pg_stat_activity
-    WHERE datname = current_database()
-      AND pid <> pg_backend_pid()
-      AND application_name <> 'chaos-controller'
-      AND pg_terminate_backend(pid)
+    WITH kit AS MATERIALIZED (
+      SELECT pid, application_name
+      FROM pg_stat_activity
+      WHERE datname = current_database()
+        AND pid <> pg_backend_pid()
+        AND application_name <> 'chaos-controller'
+    )
+    SELECT pid, application_name FROM kit WHERE pg_terminate_backend(pid)
   `.pipe(
     Effect.flatMap(Schema.decodeUnknown(Schema.Array(Terminated))),
     Effect.map((rows) => {
