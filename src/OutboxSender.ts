@@ -192,8 +192,8 @@ export interface Backlog {
 
 /**
  * The backlog of `namespace` (what the CLI's `status` shows). A running sender publishes the same figures after each
- * pass as the gauges `evento_outbox_backlog`, `evento_outbox_parked` and `evento_outbox_oldest_unsent_age_seconds`,
- * and counts rows as they go in `evento_outbox_sent_total` and `evento_outbox_parked_total`, all tagged `namespace`.
+ * pass as the gauges `eventodb_outbox_backlog`, `eventodb_outbox_parked` and `eventodb_outbox_oldest_unsent_age_seconds`,
+ * and counts rows as they go in `eventodb_outbox_sent_total` and `eventodb_outbox_parked_total`, all tagged `namespace`.
  *
  * @since 0.1.0
  * @category accessors

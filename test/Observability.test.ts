@@ -153,11 +153,11 @@ layer(TestLayer, { excludeTestServices: true, timeout: "120 seconds" })("Observa
 
       // Outbox sender.
       const ns = { namespace }
-      assert.strictEqual(yield* counter("evento_outbox_sent_total", ns), 5)
-      assert.strictEqual(yield* counter("evento_outbox_parked_total", ns), 1)
-      assert.strictEqual(yield* gauge("evento_outbox_backlog", ns), 1)
-      assert.strictEqual(yield* gauge("evento_outbox_parked", ns), 1)
-      assert.isAtLeast(yield* gauge("evento_outbox_oldest_unsent_age_seconds", ns), 0)
+      assert.strictEqual(yield* counter("eventodb_outbox_sent_total", ns), 5)
+      assert.strictEqual(yield* counter("eventodb_outbox_parked_total", ns), 1)
+      assert.strictEqual(yield* gauge("eventodb_outbox_backlog", ns), 1)
+      assert.strictEqual(yield* gauge("eventodb_outbox_parked", ns), 1)
+      assert.isAtLeast(yield* gauge("eventodb_outbox_oldest_unsent_age_seconds", ns), 0)
 
       // Consumer.
       const tags = { namespace, category, consumer_id: "observer" }

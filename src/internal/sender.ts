@@ -196,11 +196,11 @@ const halt = (reason: Halted["reason"], error: EventoError): Outcome => ({
 
 /** @internal */
 export const metrics = {
-  sent: Metric.counter("evento_outbox_sent_total", { description: "Outbox rows delivered to EventoDB" }),
-  parked: Metric.counter("evento_outbox_parked_total", { description: "Outbox rows parked after failing" }),
-  backlog: Metric.gauge("evento_outbox_backlog", { description: "Unsent outbox rows, parked ones included" }),
-  parkedNow: Metric.gauge("evento_outbox_parked", { description: "Parked outbox rows waiting for an operator" }),
-  oldestAge: Metric.gauge("evento_outbox_oldest_unsent_age_seconds", {
+  sent: Metric.counter("eventodb_outbox_sent_total", { description: "Outbox rows delivered to EventoDB" }),
+  parked: Metric.counter("eventodb_outbox_parked_total", { description: "Outbox rows parked after failing" }),
+  backlog: Metric.gauge("eventodb_outbox_backlog", { description: "Unsent outbox rows, parked ones included" }),
+  parkedNow: Metric.gauge("eventodb_outbox_parked", { description: "Parked outbox rows waiting for an operator" }),
+  oldestAge: Metric.gauge("eventodb_outbox_oldest_unsent_age_seconds", {
     description: "Age of the oldest unsent outbox row"
   })
 }
@@ -530,7 +530,7 @@ export const make = (input?: Input): Effect.Effect<Sender, never, EventoClient |
         Effect.as(delivered),
         Effect.catchAll((error) => classify(row, payload.right, error)),
         Effect.withSpan("OutboxSender.send", {
-          attributes: { "evento.outbox_id": row.id, "evento.stream": row.stream, "evento.namespace": namespace },
+          attributes: { "eventodb.outbox_id": row.id, "eventodb.stream": row.stream, "eventodb.namespace": namespace },
           captureStackTrace: false
         })
       )
