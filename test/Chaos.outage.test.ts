@@ -59,6 +59,11 @@ describe("Chaos: EventoDB faults", () => {
         })
         assert.strictEqual(stalled.sent, during.sent, "nothing can be delivered while EventoDB is away")
         assert.isBelow(stalled.sent, events)
+        // Downtime is nobody's fault: it must not count against any row (LESSONS.md 6).
+        const counted = yield* world.sql<{ n: number }>`
+          SELECT count(*)::int AS n FROM evento_outbox WHERE attempts > 0
+        `.pipe(Effect.orDie)
+        assert.strictEqual(counted[0]?.n, 0, "no row has an attempt counted against it")
 
         const result = yield* finish(world, { events, consumers: [{ consumerId: "c1" }] })
         yield* printReport(world)
