@@ -224,15 +224,21 @@ layer(TestLayer, { timeout: "60 seconds", excludeTestServices: true })("Bad inpu
         )
       }
 
-      // Well formed, but the secret is not this namespace's, or the namespace does not exist.
-      const foreign = yield* client.withToken(`ns_${Buffer.from(namespace).toString("base64url")}_${"a".repeat(64)}`)
-      yield* refused(
-        "write with a wrong secret",
-        foreign.streamWrite("token-1", { type: "T", data: {} }),
-        "EventoAuthError",
-        "unauthorized"
-      )
-      yield* refused("read with a wrong secret", foreign.streamGet("token-1"), "EventoAuthError", "unauthorized")
+      // Well formed, but the secret is another namespace's or nobody's, or the namespace does not exist.
+      const other = yield* EventoTest.freshNamespace
+      const otherSecret = Redacted.value(other.token).split("_").pop()!
+      for (const secret of [otherSecret, "a".repeat(64)]) {
+        const foreign = yield* client.withToken(`ns_${Buffer.from(namespace).toString("base64url")}_${secret}`)
+        yield* refused(
+          "write with a foreign secret",
+          foreign.streamWrite("token-1", { type: "T", data: {} }),
+          "EventoAuthError",
+          "unauthorized"
+        )
+        yield* refused("read with a foreign secret", foreign.streamGet("token-1"), "EventoAuthError", "unauthorized")
+      }
+      const otherClient = yield* EventoClient.make({ url: target.url, token: other.token }).pipe(Effect.orDie)
+      assert.deepStrictEqual(yield* otherClient.categoryGet("").pipe(Effect.orDie), [])
       const unknown = yield* client.withToken(
         `ns_${Buffer.from(freshName("ghost")).toString("base64url")}_${"a".repeat(64)}`
       )
