@@ -8,9 +8,12 @@ import * as Fiber from "effect/Fiber"
 import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
+import { randomUUID } from "node:crypto"
 import * as Consumer from "../src/Consumer.js"
 import { EventoClient, type Message } from "../src/EventoClient.js"
+import * as Idempotency from "../src/Idempotency.js"
 import * as Singleton from "../src/Singleton.js"
 import {
   eventually,
@@ -243,6 +246,43 @@ layer(TestLayer, { excludeTestServices: true, timeout: "120 seconds" })("Consume
       yield* Effect.sleep("200 millis")
       yield* Fiber.interrupt(again)
       assert.deepStrictEqual(positionsOf(seen.messages), written)
+    }))
+
+  it.scoped("commits a batch even when another writer marked one of its messages meanwhile", () =>
+    Effect.gen(function*() {
+      const client = yield* EventoClient
+      const idempotency = yield* Idempotency.Idempotency
+      const category = freshCategory("race")
+      const key = { namespace: client.namespace, category, consumerId: "c" }
+      const seen = recorder()
+      yield* Effect.forkScoped(
+        Consumer.run({ category, consumerId: "c", pollInterval: "100 millis", handler: seen.handler })
+      )
+      yield* Effect.sleep("300 millis")
+
+      // Marked by someone else after the consumer started (and before it was written): the consumer's batch
+      // commit meets an existing mark.
+      const id = randomUUID()
+      yield* Effect.orDie(idempotency.markProcessed(key, {
+        id,
+        streamName: `${category}-1`,
+        type: "Happened",
+        position: 0,
+        globalPosition: 0,
+        data: {},
+        metadata: Option.none(),
+        time: new Date()
+      }))
+      const written = [
+        yield* Effect.orDie(client.streamWrite(`${category}-0`, { type: "Happened", data: { n: 0 } })),
+        yield* Effect.orDie(client.streamWrite(`${category}-1`, { type: "Happened", data: { n: 1 } }, { id })),
+        yield* Effect.orDie(client.streamWrite(`${category}-2`, { type: "Happened", data: { n: 2 } }))
+      ].map((result) => result.globalPosition)
+      yield* eventually("position at the end", Effect.map(savedPosition(category, "c"), (p) => p === written[2]))
+      const marks = yield* rows<{ count: string }>(
+        `SELECT count(*)::text AS count FROM evento_processed_events WHERE category = '${category}'`
+      )
+      assert.strictEqual(marks[0]!.count, "3")
     }))
 
   it.scoped("as a layer, logs a stopped consumer at error level and restarts it after restartDelay", () =>
