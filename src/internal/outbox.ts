@@ -11,6 +11,7 @@ import * as Schema from "effect/Schema"
 import { createHash, randomUUID } from "node:crypto"
 import type { NewMessage } from "../EventoClient.js"
 import { InvalidOutboxMessage, type Outbox, type WriteEntry } from "../Outbox.js"
+import { objectProblem, unstorable } from "./json.js"
 
 /** The channel the sender listens on; the payload is the namespace. */
 export const channel = "evento_outbox"
@@ -27,63 +28,6 @@ export interface Prepared {
 }
 
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-// PostgreSQL text and jsonb hold neither NUL nor unpaired UTF-16 surrogates (the latter would be silently replaced).
-const unstorable = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
-const maxDepth = 512
-
-const describe = (value: object): string => {
-  const name = Object.getPrototypeOf(value)?.constructor?.name
-  return typeof name === "string" && name.length > 0 ? `an instance of ${name}` : "not a plain object"
-}
-
-/** Why `value` is not plain JSON that survives a round trip unchanged, or `undefined` when it is. */
-const jsonProblem = (value: unknown, path: string, ancestors: Set<object>): string | undefined => {
-  switch (typeof value) {
-    case "string":
-      return unstorable.test(value) ? `${path} holds a NUL character or an unpaired surrogate` : undefined
-    case "number":
-      return Number.isFinite(value) ? undefined : `${path} is ${value}, which JSON cannot hold`
-    case "boolean":
-      return undefined
-    case "object": {
-      if (value === null) return undefined
-      if (ancestors.has(value)) return `${path} refers back to itself (a cycle)`
-      if (ancestors.size >= maxDepth) return `${path} is nested deeper than ${maxDepth} levels`
-      const proto = Object.getPrototypeOf(value)
-      const isArray = Array.isArray(value) && proto === Array.prototype
-      if (!isArray && proto !== Object.prototype && proto !== null) return `${path} is ${describe(value)}`
-      if (Object.getOwnPropertySymbols(value).length > 0) return `${path} has symbol keys`
-      ancestors.add(value)
-      try {
-        if (isArray) {
-          const array = value as ReadonlyArray<unknown>
-          for (let i = 0; i < array.length; i++) {
-            if (!(i in array)) return `${path}[${i}] is a hole`
-            const problem = jsonProblem(array[i], `${path}[${i}]`, ancestors)
-            if (problem !== undefined) return problem
-          }
-          return undefined
-        }
-        for (const [key, field] of Object.entries(value)) {
-          if (unstorable.test(key)) return `${path} has a key with a NUL character or an unpaired surrogate`
-          const problem = jsonProblem(field, `${path}.${key}`, ancestors)
-          if (problem !== undefined) return problem
-        }
-        return undefined
-      } finally {
-        ancestors.delete(value)
-      }
-    }
-    default:
-      return `${path} is ${typeof value === "undefined" ? "undefined" : `a ${typeof value}`}`
-  }
-}
-
-const objectProblem = (value: unknown, path: string): string | undefined =>
-  typeof value !== "object" || value === null || Array.isArray(value)
-    ? `${path} must be a JSON object`
-    : jsonProblem(value, path, new Set())
-
 const textProblem = (value: unknown, name: string): string | undefined =>
   typeof value !== "string" || value.length === 0
     ? `${name} must be a non-empty string`
