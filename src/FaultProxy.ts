@@ -34,6 +34,17 @@ export interface ProxiedRequest {
 }
 
 /**
+ * A request as `latencyWhen` sees it: its body read whole, as UTF-8 text.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface MatchedRequest extends ProxiedRequest {
+  /** The JSON-RPC body, e.g. `["stream.write","account-1",{...},{...}]`; empty for a GET. */
+  readonly body: string
+}
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -51,6 +62,15 @@ export declare namespace FaultProxy {
     readonly up: () => Effect.Effect<void>
     /** Delays every later request by `duration` before forwarding it; `0` turns it off. Default: none. */
     readonly latency: (duration: Duration.DurationInput) => Effect.Effect<void>
+    /**
+     * Delays every later request for which `predicate` holds by `duration` before forwarding it, after any
+     * `latency`; a request whose client goes away meanwhile is never forwarded. Rules add up (the longest matching
+     * delay wins) until `reset`. While a rule exists, request bodies are read whole before forwarding. Default: none.
+     */
+    readonly latencyWhen: (
+      predicate: (request: MatchedRequest) => boolean,
+      duration: Duration.DurationInput
+    ) => Effect.Effect<void>
     /**
      * Answers the next `n` requests with `status` and `body` (a string as `text/plain`, anything else as JSON)
      * without forwarding them.

@@ -1,7 +1,9 @@
+import { SqlClient } from "@effect/sql/SqlClient"
 import { assert, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Logger from "effect/Logger"
+import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import { randomBytes } from "node:crypto"
 import * as EventoClientModule from "../src/EventoClient.js"
@@ -143,6 +145,81 @@ layer(TestLayer, { excludeTestServices: true, timeout: "90 seconds" })("OutboxSe
       yield* eventually("the backlog drained", allSent(env.namespace))
       assert.deepStrictEqual(yield* mismatches(env.namespace, env.direct), [])
       assert.isTrue((yield* rowsOf(env.namespace)).every((row) => !row.parked && row.attempts <= 1))
+    }))
+
+  it.scoped("a row whose writes alone time out is retried and parked after maxAttempts while other streams go out", () =>
+    Effect.gen(function*() {
+      const env = yield* makeEnv({ timeout: "300 millis" })
+      const category = freshCategory("slow")
+      const slow = `${category}-slow`
+      // Only writes to the slow stream hang; its reads (the probe) and everything else pass.
+      yield* env.proxy.latencyWhen(
+        (request) => request.body.includes("\"stream.write\"") && request.body.includes(`"${slow}"`),
+        "10 seconds"
+      )
+      const [slowId, behindId] = yield* env.provide(Outbox.writeBatch([
+        { stream: slow, message: { type: "Big", data: {} } },
+        { stream: slow, message: { type: "Behind", data: {} } },
+        ...Array.from(
+          { length: 6 },
+          (_, n) => ({ stream: `${category}-${n % 3}`, message: { type: "Fine", data: { n } } })
+        )
+      ]))
+      yield* env.provide(OutboxSender.run({ ...quick, maxAttempts: 3 })).pipe(Effect.forkScoped)
+
+      const slowRow = Effect.map(rowsOf(env.namespace), (rows) => rows.find((row) => row.id === slowId)!)
+      yield* eventually("the slow row failed once", Effect.map(slowRow, (row) => row.attempts >= 1), "10 seconds")
+      // Written after the first timeout: a sender halted by it would still be backing off.
+      yield* env.provide(Outbox.writeBatch(Array.from({ length: 6 }, (_, n) => ({
+        stream: `${category}-${n % 3}`,
+        message: { type: "Later", data: { n } }
+      }))))
+      yield* eventually("the slow row was parked", Effect.map(slowRow, (row) => row.parked), "10 seconds")
+      yield* eventually(
+        "the other streams were delivered",
+        Effect.map(rowsOf(env.namespace), (rows) => rows.filter((row) => row.stream !== slow).every((row) => row.sent)),
+        "10 seconds"
+      )
+
+      const rows = yield* rowsOf(env.namespace)
+      const parked = rows.find((row) => row.id === slowId)!
+      assert.strictEqual(parked.attempts, 3)
+      assert.strictEqual(decodeError(parked.last_error)._tag, "EventoTimeout")
+      const behind = rows.find((row) => row.id === behindId)!
+      assert.isFalse(behind.sent || behind.parked)
+      assert.strictEqual(rows.filter((row) => row.sent).length, 12)
+      assert.deepStrictEqual(yield* Effect.orDie(env.direct.streamVersion(slow)), Option.none())
+    }))
+
+  it.scoped("a LISTEN connection terminated without a word is noticed and listened again, long before the poll", () =>
+    Effect.gen(function*() {
+      const env = yield* makeEnv()
+      const sql = yield* SqlClient
+      const category = freshCategory("relisten")
+      const listeners = sql<{ readonly pid: number }>`
+        SELECT pid FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN%'
+      `.pipe(Effect.map((rows) => rows.map((row) => row.pid)))
+      const sent = (id: string) =>
+        Effect.map(rowsOf(env.namespace), (rows) => rows.some((row) => row.id === id && row.sent))
+      // The poll never comes within the test: only a notification (or a new LISTEN session) sends a row.
+      yield* env.provide(OutboxSender.run({ ...quick, pollInterval: "5 minutes" })).pipe(Effect.forkScoped)
+      yield* eventually("the sender listens", Effect.map(listeners, (pids) => pids.length > 0), "10 seconds")
+      const [first] = yield* env.provide(
+        Outbox.writeBatch([{ stream: `${category}-1`, message: { type: "A", data: {} } }])
+      )
+      yield* eventually("a notified row went out", sent(first!), "5 seconds")
+
+      const killed = yield* listeners
+      yield* Effect.forEach(killed, (pid) => sql`SELECT pg_terminate_backend(${pid})`, { discard: true })
+      const [second] = yield* env.provide(
+        Outbox.writeBatch([{ stream: `${category}-2`, message: { type: "B", data: {} } }])
+      )
+
+      yield* eventually("the row written after the kill went out", sent(second!), "20 seconds")
+      const now = yield* listeners
+      assert.isAbove(now.length, 0)
+      assert.isFalse(now.some((pid) => killed.includes(pid)))
     }))
 
   it.scoped(

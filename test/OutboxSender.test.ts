@@ -189,6 +189,34 @@ layer(TestLayer, { excludeTestServices: true, timeout: "60 seconds" })("OutboxSe
       assert.deepStrictEqual(yield* idsIn(env.direct, fine), [good!])
     }))
 
+  it.scoped("more than two batches of parked rows at the head of the queue do not hold back a later healthy stream", () =>
+    Effect.gen(function*() {
+      const env = yield* makeEnv()
+      const category = freshCategory("jam")
+      const options = { batchSize: 5 } as const
+      // Twelve streams whose first row conflicts (the streams are empty) and is parked, each with a row behind it.
+      yield* env.provide(Outbox.writeBatch(Array.from({ length: 24 }, (_, n) => ({
+        stream: `${category}-${n % 12}`,
+        message: { type: "Stuck", data: { n } },
+        options: n < 12 ? { expectedVersion: 3 } : {}
+      }))))
+      assert.strictEqual(yield* env.provide(OutboxSender.drainWith(options)), 0)
+      const stuck = yield* rowsOf(env.namespace)
+      assert.strictEqual(stuck.filter((row) => row.parked).length, 12)
+
+      const healthy = `${freshCategory("jam")}-ok`
+      const written = yield* env.provide(Outbox.writeBatch(Array.from({ length: 3 }, (_, n) => ({
+        stream: healthy,
+        message: { type: "Fine", data: { n } }
+      }))))
+
+      assert.strictEqual(yield* env.provide(OutboxSender.drainWith(options)), 3)
+      assert.deepStrictEqual(yield* idsIn(env.direct, healthy), written)
+      const rows = yield* rowsOf(env.namespace)
+      assert.strictEqual(rows.filter((row) => row.parked).length, 12)
+      assert.isTrue(rows.filter((row) => !row.parked && row.stream !== healthy).every((row) => !row.sent))
+    }))
+
   it.scoped("a row whose own sends keep failing with 5xx is parked after maxAttempts; its stream waits meanwhile", () =>
     Effect.gen(function*() {
       const env = yield* makeEnv()

@@ -6,7 +6,7 @@ import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as Http from "node:http"
 import type * as Net from "node:net"
-import type { FaultProxy, Options, ProxiedRequest } from "../FaultProxy.js"
+import type { FaultProxy, MatchedRequest, Options, ProxiedRequest } from "../FaultProxy.js"
 
 interface Failure {
   readonly status: number
@@ -14,8 +14,14 @@ interface Failure {
   readonly contentType: string
 }
 
+interface Rule {
+  readonly matches: (request: MatchedRequest) => boolean
+  readonly ms: number
+}
+
 interface State {
   latencyMs: number
+  rules: Array<Rule>
   stallUntil: number
   failures: Array<Failure>
   garbage: number
@@ -25,6 +31,26 @@ interface State {
 const garbageBody = "<html><body><h1>502 Bad Gateway</h1><p>FaultProxy garbage</p></body></html>"
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+/** Waits `ms`, or less if the client goes away: a held request then never reaches the server. */
+const sleepUnlessClosed = (ms: number, res: Http.ServerResponse) =>
+  new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer)
+      res.off("close", done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    res.on("close", done)
+  })
+
+const readBody = (req: Http.IncomingMessage) =>
+  new Promise<Buffer>((resolve, reject) => {
+    const chunks: Array<Buffer> = []
+    req.on("data", (chunk: Buffer) => chunks.push(chunk))
+    req.on("end", () => resolve(Buffer.concat(chunks)))
+    req.on("error", reject)
+  })
 
 const listen = (server: Http.Server, port: number) =>
   new Promise<number>((resolve, reject) => {
@@ -41,7 +67,7 @@ const listen = (server: Http.Server, port: number) =>
 export const make = (options: Options): Effect.Effect<FaultProxy.Service, never, Scope.Scope> =>
   Effect.gen(function*() {
     const upstream = new URL(options.upstream)
-    const state: State = { latencyMs: 0, stallUntil: 0, failures: [], garbage: 0, dropPokes: false }
+    const state: State = { latencyMs: 0, rules: [], stallUntil: 0, failures: [], garbage: 0, dropPokes: false }
     const sockets = new Set<Net.Socket>()
     const upstreamRequests = new Set<Http.ClientRequest>()
     const subscriptions = new Set<Http.ServerResponse>()
@@ -68,7 +94,8 @@ export const make = (options: Options): Effect.Effect<FaultProxy.Service, never,
       upstreamResponse.on("error", () => res.destroy())
     }
 
-    const forward = (req: Http.IncomingMessage, res: Http.ServerResponse) => {
+    // `body` is the request's body when it was read already (to match a rule), otherwise it is streamed through.
+    const forward = (req: Http.IncomingMessage, res: Http.ServerResponse, body?: Buffer) => {
       const headers = { ...req.headers, host: upstream.host }
       const upstreamRequest = Http.request({
         protocol: upstream.protocol,
@@ -99,7 +126,8 @@ export const make = (options: Options): Effect.Effect<FaultProxy.Service, never,
       res.on("close", () => {
         if (!res.writableFinished) upstreamRequest.destroy()
       })
-      req.pipe(upstreamRequest)
+      if (body === undefined) req.pipe(upstreamRequest)
+      else upstreamRequest.end(body)
     }
 
     const handle = async (req: Http.IncomingMessage, res: Http.ServerResponse) => {
@@ -109,6 +137,16 @@ export const make = (options: Options): Effect.Effect<FaultProxy.Service, never,
         await sleep(wait)
       }
       if (state.latencyMs > 0) await sleep(state.latencyMs)
+      // The body is read only while a rule wants to see it, so that other requests stream through as before.
+      let body: Buffer | undefined
+      if (state.rules.length > 0) {
+        const rules = state.rules
+        body = await readBody(req)
+        const request = { method: req.method ?? "GET", path: req.url ?? "/", body: body.toString("utf8") }
+        const ms = Math.max(0, ...rules.filter((rule) => rule.matches(request)).map((rule) => rule.ms))
+        if (ms > 0) await sleepUnlessClosed(ms, res)
+        if (res.destroyed) return
+      }
       if (req.socket.destroyed) return
       const failure = state.failures.shift()
       if (failure !== undefined) {
@@ -122,7 +160,7 @@ export const make = (options: Options): Effect.Effect<FaultProxy.Service, never,
         res.end(garbageBody)
         return
       }
-      forward(req, res)
+      forward(req, res, body)
     }
 
     const server = Http.createServer((req, res) => {
@@ -168,6 +206,10 @@ export const make = (options: Options): Effect.Effect<FaultProxy.Service, never,
         Effect.sync(() => {
           state.latencyMs = Duration.toMillis(duration)
         }),
+      latencyWhen: (predicate, duration) =>
+        Effect.sync(() => {
+          state.rules.push({ matches: predicate, ms: Duration.toMillis(duration) })
+        }),
       failNext: (n, status, body) =>
         Effect.sync(() => {
           const text = body === undefined ? "" : typeof body === "string" ? body : JSON.stringify(body)
@@ -189,7 +231,7 @@ export const make = (options: Options): Effect.Effect<FaultProxy.Service, never,
       reset: () =>
         Effect.zipRight(
           Effect.sync(() => {
-            Object.assign(state, { latencyMs: 0, stallUntil: 0, failures: [], garbage: 0, dropPokes: false })
+            Object.assign(state, { latencyMs: 0, rules: [], stallUntil: 0, failures: [], garbage: 0, dropPokes: false })
           }),
           up()
         ),

@@ -507,10 +507,12 @@ export const make = (input?: Input): Effect.Effect<Sender, never, EventoClient |
           return Effect.succeed(park(error))
         case "EventoServerError":
         case "EventoProtocolError":
-          // A 5xx or a garbled answer counts against the row only while the server otherwise works.
+        case "EventoTimeout":
+          // A 5xx, a garbled answer or a write that never answers counts against the row only while the server
+          // otherwise works: a row that alone times out (a huge payload, a hot stream) is retried and parked like
+          // any failing row instead of halting every stream behind it.
           return Effect.map(probe(row), Option.getOrElse(() => retry(error)))
         case "EventoUnavailable":
-        case "EventoTimeout":
         case "EventoAuthError":
         case "MethodNotFound":
         case "NamespaceNotFound":
@@ -595,14 +597,15 @@ export const make = (input?: Input): Effect.Effect<Sender, never, EventoClient |
 
         // After an interruption the database may be what failed (a lost lock connection often means that): mark
         // what we can, detached, and stop waiting after a moment so shutdown and failover are never held up.
-        const flushDetached = Effect.gen(function*() {
-          const fiber = yield* Effect.forkDaemon(flush)
-          yield* Effect.raceFirst(
-            Effect.interruptible(Fiber.await(fiber)),
-            Effect.interruptible(Effect.sleep(shutdownGrace))
-          )
-          yield* Fiber.interruptFork(fiber)
-        })
+        // `disconnect` lets the timeout return without waiting for the interrupted marks to wind down. The timeout
+        // runs the flush in a fiber of its own, which the pass's interruption does not reach; it is made
+        // interruptible there so that the timeout can stop it (the pass runs under an uninterruptible mask).
+        const flushDetached = flush.pipe(
+          Effect.disconnect,
+          Effect.interruptible,
+          Effect.timeout(shutdownGrace),
+          Effect.ignore
+        )
 
         const run = Effect.gen(function*() {
           let rows = yield* restore(select([]))
@@ -665,18 +668,63 @@ export const make = (input?: Input): Effect.Effect<Sender, never, EventoClient |
 const logAnnotations = (namespace: string, fiber: string) =>
   Effect.annotateLogs({ package: "eventodb-kit", module: "OutboxSender", fiber, namespace })
 
-/** Offers a wake-up for every notification about this namespace. LISTEN can die silently; the poll covers that. */
+/** How long the LISTEN connection may stay silent before a notification is sent through it to check it. */
+const listenCheck = Duration.seconds(3)
+
+/** How long that check waits for its notification to come back before listening again. */
+const listenPingTimeout = Duration.seconds(2)
+
+/** Why a LISTEN session ended; each one is followed by a new session after a delay. */
+class ListenLost extends Data.TaggedError("ListenLost")<{
+  readonly reason: "ended" | "silent"
+}> {}
+
+/**
+ * One LISTEN session: offers a wake-up for every notification about this namespace, and ends when the stream fails
+ * or ends, or when a notification sent to ourselves does not come back. The last is the common case: a LISTEN
+ * connection whose backend was terminated neither fails nor ends the stream (LESSONS.md 26). The self-notification
+ * wakes the sender like any other, which costs one empty pass.
+ */
+const listenSession = (pg: PgClient, sql: SqlClient, namespace: string, wake: Queue.Queue<void>) =>
+  Effect.gen(function*() {
+    const heard = yield* Queue.sliding<void>(1)
+    const receive = pg.listen(channel).pipe(
+      Stream.filter((payload) => payload === namespace),
+      Stream.runForEach(() => Effect.zipRight(Queue.offer(heard, undefined), Queue.offer(wake, undefined))),
+      Effect.zipRight(Effect.fail(new ListenLost({ reason: "ended" })))
+    )
+    const check = Effect.gen(function*() {
+      yield* Queue.takeAll(heard)
+      yield* Effect.sleep(listenCheck)
+      if (yield* Queue.isEmpty(heard)) {
+        yield* sql`SELECT pg_notify(${channel}, ${namespace})`
+        yield* Queue.take(heard).pipe(
+          Effect.timeoutFail({ duration: listenPingTimeout, onTimeout: () => new ListenLost({ reason: "silent" }) })
+        )
+      }
+    }).pipe(Effect.forever)
+    // Notifications sent while no session listened are lost: look for rows now rather than at the next poll.
+    yield* Queue.offer(wake, undefined)
+    return yield* Effect.raceFirst(receive, check)
+  })
+
+/** Listens for notifications about this namespace for as long as the sender runs, in a new session after each loss. */
 const listen = (namespace: string, wake: Queue.Queue<void>) =>
   Effect.serviceOption(PgClient).pipe(
     Effect.flatMap(Option.match({
       onNone: () => Effect.logDebug("no PgClient, polling only"),
       onSome: (pg) =>
-        pg.listen(channel).pipe(
-          Stream.filter((payload) => payload === namespace),
-          Stream.runForEach(() => Queue.offer(wake, undefined)),
-          Effect.tapErrorCause((cause) => Effect.logWarning("outbox LISTEN failed, will retry", cause)),
-          Effect.retry(Schedule.exponential("1 second").pipe(Schedule.union(Schedule.spaced("30 seconds"))))
-        )
+        Effect.flatMap(SqlClient, (sql) =>
+          listenSession(pg, sql, namespace, wake).pipe(
+            Effect.tapErrorCause((cause) =>
+              Cause.isFailType(cause) && cause.error._tag === "ListenLost"
+                ? Effect.logWarning("outbox LISTEN lost, will listen again").pipe(
+                  Effect.annotateLogs({ reason: cause.error.reason })
+                )
+                : Effect.logWarning("outbox LISTEN failed, will listen again", cause)
+            ),
+            Effect.retry(Schedule.exponential("1 second").pipe(Schedule.union(Schedule.spaced("30 seconds"))))
+          ))
     }))
   )
 
