@@ -35,7 +35,10 @@ import * as Schema from "effect/Schema"
 import type { ConsumerGroup, EventoClient, Message } from "./EventoClient.js"
 import type { EventoError } from "./EventoError.js"
 import type { Idempotency } from "./Idempotency.js"
+// `internal/consumer.ts` imports the error classes below: this module reaches into it only when called, so either
+// may be loaded first.
 import * as internal from "./internal/consumer.js"
+import * as consumerMetrics from "./internal/consumerMetrics.js"
 import type { PositionStore } from "./PositionStore.js"
 import type { Singleton } from "./Singleton.js"
 
@@ -142,7 +145,7 @@ export type Requirements = EventoClient | PositionStore | Idempotency | SqlClien
  */
 export const run: <E, R>(
   options: Options<E, R>
-) => Effect.Effect<never, HandlerFailed | EventoError, R | Requirements> = internal.run
+) => Effect.Effect<never, HandlerFailed | EventoError, R | Requirements> = (options) => internal.run(options)
 
 /**
  * Runs the consumer in the layer's scope under `Singleton` name `consumer:<namespace>:<category>:<consumerId>`, so
@@ -152,8 +155,9 @@ export const run: <E, R>(
  * @since 0.1.0
  * @category layers
  */
-export const layer: <E, R>(options: Options<E, R>) => Layer.Layer<never, never, R | Requirements | Singleton> =
-  internal.layer
+export const layer: <E, R>(options: Options<E, R>) => Layer.Layer<never, never, R | Requirements | Singleton> = (
+  options
+) => internal.layer(options)
 
 /**
  * The consumer's metrics. Each is tagged `namespace`, `category` and `consumer_id`, except `unknownTypes` (tagged
@@ -164,7 +168,7 @@ export const layer: <E, R>(options: Options<E, R>) => Layer.Layer<never, never, 
  * @since 0.1.0
  * @category models
  */
-export const metrics = internal.metrics
+export const metrics = consumerMetrics.metrics
 
 /**
  * One entry of `dispatch`: the schema of the message's `data` and its handler.
@@ -232,4 +236,4 @@ export const dispatch: <H extends DispatchHandlers>(
   void,
   Effect.Effect.Error<HandlerEffect<H>> | ParseError | UnknownMessageType,
   Effect.Effect.Context<HandlerEffect<H>> | Schema.Schema.Context<H[keyof H][0]>
-> = internal.dispatch
+> = (options) => internal.dispatch(options)

@@ -7,7 +7,6 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
-import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import type { ParseError } from "effect/ParseResult"
@@ -21,46 +20,9 @@ import { type EventoError, isTransient } from "../EventoError.js"
 import { Idempotency } from "../Idempotency.js"
 import { type ConsumerKey, PositionStore } from "../PositionStore.js"
 import { Singleton } from "../Singleton.js"
+import { metrics } from "./consumerMetrics.js"
 import * as ConsumerSql from "./consumerSql.js"
 import * as Pokes from "./pokes.js"
-
-// --- metrics ---
-
-const lagGauge = Metric.gauge("eventodb_consumer_lag", {
-  description: "Newest global position known to exist minus the consumer's saved position"
-})
-const handledCounter = Metric.counter("eventodb_consumer_handled_total", {
-  description: "Messages a consumer's handler succeeded on",
-  incremental: true
-})
-const parkedCounter = Metric.counter("eventodb_consumer_parked_total", {
-  description: "Messages a consumer parked after its handler gave up",
-  incremental: true
-})
-const duplicatesCounter = Metric.counter("eventodb_consumer_duplicates_skipped_total", {
-  description: "Messages fetched again that were already marked as processed, and so not handled",
-  incremental: true
-})
-// A plain histogram of milliseconds: a timer converts every sample to a `Duration`, which costs more per message
-// than the rest of the bookkeeping.
-const handlerDuration = Metric.histogram(
-  "eventodb_consumer_handler_duration_ms",
-  MetricBoundaries.fromIterable([0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]),
-  "Time one handler run took, in milliseconds"
-)
-const unknownTypesCounter = Metric.counter("eventodb_consumer_unknown_types_total", {
-  description: "Messages that a dispatch handler skipped because it has no entry for their type",
-  incremental: true
-})
-
-export const metrics = {
-  lag: lagGauge,
-  handled: handledCounter,
-  parked: parkedCounter,
-  duplicatesSkipped: duplicatesCounter,
-  handlerDuration,
-  unknownTypes: unknownTypesCounter
-}
 
 // --- options ---
 
@@ -175,11 +137,11 @@ export const run = <E, R>(
       MetricLabel.make("category", key.category),
       MetricLabel.make("consumer_id", key.consumerId)
     ]
-    const lag = Metric.taggedWithLabels(lagGauge, labels)
-    const handled = Metric.taggedWithLabels(handledCounter, labels)
-    const parked = Metric.taggedWithLabels(parkedCounter, labels)
-    const duplicates = Metric.taggedWithLabels(duplicatesCounter, labels)
-    const duration = Metric.taggedWithLabels(handlerDuration, labels)
+    const lag = Metric.taggedWithLabels(metrics.lag, labels)
+    const handled = Metric.taggedWithLabels(metrics.handled, labels)
+    const parked = Metric.taggedWithLabels(metrics.parked, labels)
+    const duplicates = Metric.taggedWithLabels(metrics.duplicatesSkipped, labels)
+    const duration = Metric.taggedWithLabels(metrics.handlerDuration, labels)
 
     const saved = yield* waitOutDatabase(positions.load(key))
     // A fresh consumer reads from the start; one that saved N resumes at N + 1 (the server's read is inclusive).
@@ -589,7 +551,7 @@ export const dispatch = <H extends Consumer.DispatchHandlers>(options: Consumer.
         )
       }
       return Metric.update(
-        Metric.tagged(unknownTypesCounter, "category", message.streamName.split("-", 1)[0] ?? ""),
+        Metric.tagged(metrics.unknownTypes, "category", message.streamName.split("-", 1)[0] ?? ""),
         1
       ).pipe(
         Effect.zipRight(
