@@ -33,7 +33,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type { Message } from "./EventoClient.js"
 import * as internal from "./internal/idempotency.js"
-import type { ConsumerKey } from "./PositionStore.js"
+import type { ConsumerKey, InvalidConsumerInput } from "./PositionStore.js"
 
 /**
  * @since 0.1.0
@@ -54,10 +54,17 @@ export declare namespace Idempotency {
    * @category models
    */
   export interface Service {
-    /** Whether this consumer marked the event (a UUID) as processed. */
-    readonly isProcessed: (key: ConsumerKey, eventId: string) => Effect.Effect<boolean, SqlError>
-    /** Marks the message as processed by this consumer, with its global position; marking it again does nothing. */
-    readonly markProcessed: (key: ConsumerKey, message: Message) => Effect.Effect<void, SqlError>
+    /**
+     * Whether this consumer marked the event (a UUID) as processed. A bad key or an id that is not a UUID fails
+     * with `PositionStore.InvalidConsumerInput`.
+     */
+    readonly isProcessed: (key: ConsumerKey, eventId: string) => Effect.Effect<boolean, SqlError | InvalidConsumerInput>
+    /**
+     * Marks the message as processed by this consumer, with its global position; marking it again does nothing. A
+     * bad key, a message id that is not a UUID or a position that is not a non-negative safe integer fails with
+     * `PositionStore.InvalidConsumerInput` and marks nothing.
+     */
+    readonly markProcessed: (key: ConsumerKey, message: Message) => Effect.Effect<void, SqlError | InvalidConsumerInput>
     /** Removes old marks (see the module notes) and yields how many went. */
     readonly cleanup: (options: CleanupOptions) => Effect.Effect<number, SqlError>
   }
@@ -102,14 +109,20 @@ export const layerMemory: Layer.Layer<Idempotency> = Layer.effect(Idempotency, m
  * @since 0.1.0
  * @category accessors
  */
-export const isProcessed = (key: ConsumerKey, eventId: string): Effect.Effect<boolean, SqlError, Idempotency> =>
+export const isProcessed = (
+  key: ConsumerKey,
+  eventId: string
+): Effect.Effect<boolean, SqlError | InvalidConsumerInput, Idempotency> =>
   Effect.flatMap(Idempotency, (store) => store.isProcessed(key, eventId))
 
 /**
  * @since 0.1.0
  * @category accessors
  */
-export const markProcessed = (key: ConsumerKey, message: Message): Effect.Effect<void, SqlError, Idempotency> =>
+export const markProcessed = (
+  key: ConsumerKey,
+  message: Message
+): Effect.Effect<void, SqlError | InvalidConsumerInput, Idempotency> =>
   Effect.flatMap(Idempotency, (store) => store.markProcessed(key, message))
 
 /**

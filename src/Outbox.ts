@@ -37,29 +37,40 @@ import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Schema from "effect/Schema"
 import { EventoClient, type NewMessage } from "./EventoClient.js"
 import * as internal from "./internal/outbox.js"
 
 /**
- * An entry `write` refused before touching the database, and why.
+ * An entry `write` refused before touching the database, and why (`reason`: `invalid-stream`, `invalid-type`,
+ * `invalid-data`, `invalid-metadata`, `invalid-id`, `invalid-expected-version`, `invalid-idempotency-key`,
+ * `invalid-options` for options that are not an object, `too-large`).
  *
  * @since 0.1.0
  * @category errors
  */
-export class InvalidOutboxMessage extends Schema.TaggedError<InvalidOutboxMessage>()("InvalidOutboxMessage", {
-  reason: Schema.Literal(
-    "invalid-stream",
-    "invalid-type",
-    "invalid-data",
-    "invalid-metadata",
-    "invalid-id",
-    "invalid-expected-version",
-    "invalid-idempotency-key",
-    "too-large"
-  ),
-  message: Schema.String
-}) {}
+export const InvalidOutboxMessage: typeof internal.InvalidOutboxMessage = internal.InvalidOutboxMessage
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type InvalidOutboxMessage = internal.InvalidOutboxMessage
+
+/**
+ * Settings `make` / `layer` refused, and why: `invalid-namespace` (empty, or not a string: its rows would never be
+ * sent) or `invalid-max-message-bytes` (not a positive integer: NaN or 0 would turn the size check off or refuse
+ * everything).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export const InvalidOutboxOptions: typeof internal.InvalidOutboxOptions = internal.InvalidOutboxOptions
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type InvalidOutboxOptions = internal.InvalidOutboxOptions
 
 /**
  * @since 0.1.0
@@ -155,20 +166,28 @@ export const channel: string = internal.channel
 
 /**
  * Builds the service on the `SqlClient` in context; the namespace comes from `options.namespace`, else from the
- * `EventoClient` (which is never called). With a namespace given, no `EventoClient` is needed.
+ * `EventoClient` (which is never called). With a namespace given, no `EventoClient` is needed. Fails with
+ * `InvalidOutboxOptions` for an empty namespace or a `maxMessageBytes` that is not a positive integer.
  *
  * @since 0.1.0
  * @category constructors
  */
 export function make(
   options: Options & { readonly namespace: string }
-): Effect.Effect<Outbox.Service, never, SqlClient.SqlClient>
-export function make(options?: Options): Effect.Effect<Outbox.Service, never, SqlClient.SqlClient | EventoClient>
-export function make(options?: Options): Effect.Effect<Outbox.Service, never, SqlClient.SqlClient | EventoClient> {
+): Effect.Effect<Outbox.Service, InvalidOutboxOptions, SqlClient.SqlClient>
+export function make(
+  options?: Options
+): Effect.Effect<Outbox.Service, InvalidOutboxOptions, SqlClient.SqlClient | EventoClient>
+export function make(
+  options?: Options
+): Effect.Effect<Outbox.Service, InvalidOutboxOptions, SqlClient.SqlClient | EventoClient> {
   return Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    const namespace = options?.namespace ?? (yield* EventoClient).namespace
-    const writeBatch = internal.make(sql, namespace, options?.maxMessageBytes ?? defaultMaxMessageBytes)
+    const { maxMessageBytes, namespace } = yield* internal.checkOptions(
+      options?.namespace ?? (yield* EventoClient).namespace,
+      options?.maxMessageBytes ?? defaultMaxMessageBytes
+    )
+    const writeBatch = internal.make(sql, namespace, maxMessageBytes)
     return Outbox.of({
       namespace,
       write: Effect.fn("Outbox.write")(function*(stream: string, message: NewMessage, options?: WriteOptions) {
@@ -188,9 +207,13 @@ export function make(options?: Options): Effect.Effect<Outbox.Service, never, Sq
  */
 export function layer(
   options: Options & { readonly namespace: string }
-): Layer.Layer<Outbox, never, SqlClient.SqlClient>
-export function layer(options?: Options): Layer.Layer<Outbox, never, SqlClient.SqlClient | EventoClient>
-export function layer(options?: Options): Layer.Layer<Outbox, never, SqlClient.SqlClient | EventoClient> {
+): Layer.Layer<Outbox, InvalidOutboxOptions, SqlClient.SqlClient>
+export function layer(
+  options?: Options
+): Layer.Layer<Outbox, InvalidOutboxOptions, SqlClient.SqlClient | EventoClient>
+export function layer(
+  options?: Options
+): Layer.Layer<Outbox, InvalidOutboxOptions, SqlClient.SqlClient | EventoClient> {
   return Layer.effect(Outbox, make(options))
 }
 
@@ -218,7 +241,7 @@ export const defaultConfig: Config.Config.Wrap<Options> = {
  */
 export const layerConfig = (
   config: Config.Config.Wrap<Options> = defaultConfig
-): Layer.Layer<Outbox, ConfigError.ConfigError, SqlClient.SqlClient | EventoClient> =>
+): Layer.Layer<Outbox, ConfigError.ConfigError | InvalidOutboxOptions, SqlClient.SqlClient | EventoClient> =>
   Layer.effect(Outbox, Effect.flatMap(Config.unwrap(config), (options) => make(options)))
 
 /**

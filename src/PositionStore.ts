@@ -30,6 +30,22 @@ import type * as Option from "effect/Option"
 import * as internal from "./internal/positionStore.js"
 
 /**
+ * Input a store method refused before any statement, and why (`reason`): `invalid-namespace`, `invalid-category`,
+ * `invalid-consumer-id` (each must be a non-empty string), `invalid-position` (not a non-negative safe integer),
+ * `invalid-event-id` (not a UUID; from `Idempotency`). Nothing is written.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export const InvalidConsumerInput: typeof internal.InvalidConsumerInput = internal.InvalidConsumerInput
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type InvalidConsumerInput = internal.InvalidConsumerInput
+
+/**
  * Identifies one consumer: its namespace, the category it reads and its id (distinct per consumer-group member).
  *
  * @since 0.1.0
@@ -52,11 +68,11 @@ export declare namespace PositionStore {
    */
   export interface Service {
     /** The saved global position, or none when the consumer never saved one. */
-    readonly load: (key: ConsumerKey) => Effect.Effect<Option.Option<number>, SqlError>
-    /** Saves `position` unless a higher one is saved already. */
-    readonly save: (key: ConsumerKey, position: number) => Effect.Effect<void, SqlError>
-    /** Sets the position to `position`, backwards too (to replay, or to skip ahead). */
-    readonly reset: (key: ConsumerKey, position: number) => Effect.Effect<void, SqlError>
+    readonly load: (key: ConsumerKey) => Effect.Effect<Option.Option<number>, SqlError | InvalidConsumerInput>
+    /** Saves `position` (a non-negative safe integer) unless a higher one is saved already. */
+    readonly save: (key: ConsumerKey, position: number) => Effect.Effect<void, SqlError | InvalidConsumerInput>
+    /** Sets the position to `position` (a non-negative safe integer), backwards too (to replay, or to skip ahead). */
+    readonly reset: (key: ConsumerKey, position: number) => Effect.Effect<void, SqlError | InvalidConsumerInput>
   }
 }
 
@@ -98,19 +114,27 @@ export const layerMemory: Layer.Layer<PositionStore> = Layer.effect(PositionStor
  * @since 0.1.0
  * @category accessors
  */
-export const load = (key: ConsumerKey): Effect.Effect<Option.Option<number>, SqlError, PositionStore> =>
+export const load = (
+  key: ConsumerKey
+): Effect.Effect<Option.Option<number>, SqlError | InvalidConsumerInput, PositionStore> =>
   Effect.flatMap(PositionStore, (store) => store.load(key))
 
 /**
  * @since 0.1.0
  * @category accessors
  */
-export const save = (key: ConsumerKey, position: number): Effect.Effect<void, SqlError, PositionStore> =>
+export const save = (
+  key: ConsumerKey,
+  position: number
+): Effect.Effect<void, SqlError | InvalidConsumerInput, PositionStore> =>
   Effect.flatMap(PositionStore, (store) => store.save(key, position))
 
 /**
  * @since 0.1.0
  * @category accessors
  */
-export const reset = (key: ConsumerKey, position: number): Effect.Effect<void, SqlError, PositionStore> =>
+export const reset = (
+  key: ConsumerKey,
+  position: number
+): Effect.Effect<void, SqlError | InvalidConsumerInput, PositionStore> =>
   Effect.flatMap(PositionStore, (store) => store.reset(key, position))

@@ -54,7 +54,7 @@ export const makeEnv = (
     const client = yield* EventoClientModule.make({ url: proxy.url, token, timeout: options.timeout ?? "2 seconds" })
       .pipe(Effect.orDie)
     const direct = yield* EventoClientModule.make({ url: target.url, token }).pipe(Effect.orDie)
-    const services = Layer.merge(Layer.succeed(EventoClient, client), Outbox.layer({ namespace }))
+    const services = Layer.merge(Layer.succeed(EventoClient, client), Outbox.layer({ namespace }).pipe(Layer.orDie))
     return {
       namespace,
       token,

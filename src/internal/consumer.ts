@@ -22,7 +22,9 @@ import { type ConsumerKey, PositionStore } from "../PositionStore.js"
 import { Singleton } from "../Singleton.js"
 import { metrics } from "./consumerMetrics.js"
 import * as ConsumerSql from "./consumerSql.js"
+import * as IdempotencyStore from "./idempotency.js"
 import * as Pokes from "./pokes.js"
+import * as PositionStoreInternal from "./positionStore.js"
 
 // --- options ---
 
@@ -126,8 +128,10 @@ export const run = <E, R>(
   Effect.gen(function*() {
     const settings = resolve(options)
     const client = yield* EventoClient
-    const positions = yield* PositionStore
-    const idempotency = yield* Idempotency
+    // The key is checked with the options and positions come from decoded messages, so the stores' input
+    // refusals cannot happen here; `assumeValidInput` keeps the retry paths on SqlError alone.
+    const positions = PositionStoreInternal.assumeValidInput(yield* PositionStore)
+    const idempotency = IdempotencyStore.assumeValidInput(yield* Idempotency)
     const sql = yield* SqlClient
     const store = ConsumerSql.make(sql)
     const key: ConsumerKey = { namespace: client.namespace, category: options.category, consumerId: options.consumerId }

@@ -1,4 +1,5 @@
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -8,6 +9,20 @@ import * as Schema from "effect/Schema"
 import type { Message } from "../EventoClient.js"
 import type { Idempotency } from "../Idempotency.js"
 import type { ConsumerKey } from "../PositionStore.js"
+import { checkEventId, checkKey, checkPosition, dieOnInput } from "./positionStore.js"
+
+/** Wraps the service so marks are checked first, in the SQL and memory layers alike; nothing bad is written. */
+const checked = (store: Idempotency.Service): Idempotency.Service => ({
+  isProcessed: (key, eventId) =>
+    checkKey(key).pipe(Effect.zipRight(checkEventId(eventId)), Effect.zipRight(store.isProcessed(key, eventId))),
+  markProcessed: (key, message) =>
+    checkKey(key).pipe(
+      Effect.zipRight(checkEventId(typeof message === "object" && message !== null ? message.id : undefined)),
+      Effect.zipRight(checkPosition(message.globalPosition, "message.globalPosition")),
+      Effect.zipRight(store.markProcessed(key, message))
+    ),
+  cleanup: (options) => store.cleanup(options)
+})
 
 const Processed = Schema.Tuple(Schema.Struct({ processed: Schema.Boolean }))
 const Removed = Schema.Tuple(Schema.Struct({ removed: Schema.NumberFromString }))
@@ -69,10 +84,11 @@ export const make: Effect.Effect<Idempotency.Service, never, SqlClient.SqlClient
       Effect.map(([row]) => row.removed)
     )
 
+  const store = checked({ isProcessed, markProcessed, cleanup })
   return {
-    isProcessed: Effect.fn("Idempotency.isProcessed")(isProcessed),
-    markProcessed: Effect.fn("Idempotency.markProcessed")(markProcessed),
-    cleanup: Effect.fn("Idempotency.cleanup")(cleanup)
+    isProcessed: Effect.fn("Idempotency.isProcessed")(store.isProcessed),
+    markProcessed: Effect.fn("Idempotency.markProcessed")(store.markProcessed),
+    cleanup: Effect.fn("Idempotency.cleanup")(store.cleanup)
   }
 })
 
@@ -89,7 +105,7 @@ const markKey = (key: ConsumerKey, eventId: string) =>
 export const makeMemory: Effect.Effect<Idempotency.Service> = Effect.gen(function*() {
   const marks = yield* Ref.make(HashMap.empty<string, Mark>())
 
-  return {
+  return checked({
     isProcessed: (key, eventId) => Effect.map(Ref.get(marks), HashMap.has(markKey(key, eventId))),
     markProcessed: (key, message) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
@@ -107,5 +123,16 @@ export const makeMemory: Effect.Effect<Idempotency.Service> = Effect.gen(functio
           const kept = HashMap.filter(map, (mark) => mark.processedAt >= cutoff)
           return [HashMap.size(map) - HashMap.size(kept), kept]
         }))
-  }
+  })
+})
+
+/** `Idempotency` for callers whose keys and messages are checked already: a refusal there becomes a defect. */
+export const assumeValidInput = (store: Idempotency.Service): {
+  readonly isProcessed: (key: ConsumerKey, eventId: string) => Effect.Effect<boolean, SqlError>
+  readonly markProcessed: (key: ConsumerKey, message: Message) => Effect.Effect<void, SqlError>
+  readonly cleanup: Idempotency.Service["cleanup"]
+} => ({
+  isProcessed: (key, eventId) => dieOnInput(store.isProcessed(key, eventId)),
+  markProcessed: (key, message) => dieOnInput(store.markProcessed(key, message)),
+  cleanup: store.cleanup
 })

@@ -4,17 +4,66 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import { createHash, randomUUID } from "node:crypto"
 import type { NewMessage } from "../EventoClient.js"
-import { InvalidOutboxMessage, type Outbox, type WriteEntry } from "../Outbox.js"
+// Types only: a value import of the public module would make the two modules a cycle, and whichever loads first
+// would see the other half-initialised.
+import type { Outbox, WriteEntry } from "../Outbox.js"
 import { objectProblem, unstorable } from "./json.js"
 
 /** The channel the sender listens on; the payload is the namespace. */
 export const channel = "evento_outbox"
+
+/** Re-exported by `Outbox` as `InvalidOutboxMessage`; defined here so this module needs no value from it. */
+export class InvalidOutboxMessage extends Schema.TaggedError<InvalidOutboxMessage>()("InvalidOutboxMessage", {
+  reason: Schema.Literal(
+    "invalid-stream",
+    "invalid-type",
+    "invalid-data",
+    "invalid-metadata",
+    "invalid-id",
+    "invalid-expected-version",
+    "invalid-idempotency-key",
+    "invalid-options",
+    "too-large"
+  ),
+  message: Schema.String
+}) {}
+
+/** Re-exported by `Outbox` as `InvalidOutboxOptions`. */
+export class InvalidOutboxOptions extends Schema.TaggedError<InvalidOutboxOptions>()("InvalidOutboxOptions", {
+  reason: Schema.Literal("invalid-namespace", "invalid-max-message-bytes"),
+  message: Schema.String
+}) {}
+
+/**
+ * Checks the settings `make` got: an empty namespace would store rows no sender ever sends, and a limit that is
+ * not a positive integer (NaN compares false with everything) would silently turn the size check off.
+ */
+export const checkOptions = (
+  namespace: unknown,
+  maxMessageBytes: unknown
+): Effect.Effect<{ readonly namespace: string; readonly maxMessageBytes: number }, InvalidOutboxOptions> => {
+  if (typeof namespace !== "string" || namespace.length === 0 || unstorable.test(namespace)) {
+    return Effect.fail(
+      new InvalidOutboxOptions({ reason: "invalid-namespace", message: "namespace must be a non-empty string" })
+    )
+  }
+  if (typeof maxMessageBytes !== "number" || !Number.isSafeInteger(maxMessageBytes) || maxMessageBytes <= 0) {
+    return Effect.fail(
+      new InvalidOutboxOptions({
+        reason: "invalid-max-message-bytes",
+        message: `maxMessageBytes must be a positive integer, got ${String(maxMessageBytes)}`
+      })
+    )
+  }
+  return Effect.succeed({ namespace, maxMessageBytes })
+}
 
 /** A validated entry, encoded for the insert. */
 export interface Prepared {
@@ -46,7 +95,15 @@ export const prepare = (
   const invalid = (reason: Reason, problem: string) =>
     Either.left(new InvalidOutboxMessage({ reason, message: `${label}: ${problem}` }))
   const message: NewMessage = entry.message
-  const options = entry.options ?? {}
+  // Only a cast gets anything but an object or undefined here; a string or array would otherwise pass as "no
+  // options" and write a row the caller did not ask for.
+  const rawOptions: unknown = entry.options
+  if (
+    rawOptions !== undefined && (typeof rawOptions !== "object" || rawOptions === null || Array.isArray(rawOptions))
+  ) {
+    return invalid("invalid-options", "options must be an object")
+  }
+  const options: NonNullable<WriteEntry["options"]> = entry.options ?? {}
 
   const streamProblem = textProblem(entry.stream, "stream")
   if (streamProblem !== undefined) return invalid("invalid-stream", streamProblem)
@@ -217,7 +274,24 @@ export const make = (
   const inTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     Effect.flatMap(
       Effect.serviceOption(SqlClient.TransactionConnection),
-      Option.match({ onNone: () => sql.withTransaction(effect), onSome: () => effect })
+      Option.match({ onNone: () => ownTransaction(effect), onSome: () => effect })
+    )
+
+  // `withTransaction` turns a failed COMMIT or ROLLBACK (a lost connection, typically) into a defect carrying the
+  // SqlError. In a transaction of our own that is just a failed write, and callers retry on SqlError; any other
+  // defect stays one.
+  const ownTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
+    sql.withTransaction(effect).pipe(
+      Effect.catchAllCause((cause) => {
+        const defects = [...Cause.defects(cause)]
+        const failed = Cause.failureOption(cause)
+        if (
+          defects.length === 0 || Cause.isInterrupted(cause) || !defects.every((defect) => defect instanceof SqlError)
+        ) {
+          return Effect.failCause(cause)
+        }
+        return Option.isSome(failed) ? Effect.fail(failed.value) : Effect.fail(defects[0] as SqlError)
+      })
     )
 
   return (entries) =>

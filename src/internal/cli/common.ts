@@ -24,6 +24,7 @@ import * as Redacted from "effect/Redacted"
 import * as EventoClientModule from "../../EventoClient.js"
 import type { EventoError } from "../../EventoError.js"
 import * as Migrations from "../../Migrations.js"
+import type { InvalidConsumerInput } from "../../PositionStore.js"
 import { decodeNamespace } from "../token.js"
 
 /** A failure the CLI reports as `eventodb-kit: <message>` on stderr, exiting 1. */
@@ -232,7 +233,7 @@ export const describeEventoError = (url: string, error: EventoError): string => 
 const stderrLogger = Logger.prettyLogger({ stderr: true })
 
 /** What a subcommand may fail with; `command` turns each into a `CliError`. */
-export type Failure = CliError | SqlError | Migrations.MigrationsError
+export type Failure = CliError | SqlError | Migrations.MigrationsError | InvalidConsumerInput
 
 const toCliError = (error: Failure): CliError => {
   switch (error._tag) {
@@ -241,6 +242,7 @@ const toCliError = (error: Failure): CliError => {
     case "SqlError":
       return new CliError({ message: `database error: ${causeMessage(error.cause)}` })
     case "MigrationsError":
+    case "InvalidConsumerInput":
       return new CliError({ message: error.message })
   }
 }
