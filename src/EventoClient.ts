@@ -13,7 +13,7 @@ import * as Layer from "effect/Layer"
 import type * as Option from "effect/Option"
 import type * as Redacted from "effect/Redacted"
 import * as Stream from "effect/Stream"
-import type { EventoAuthError, EventoError } from "./EventoError.js"
+import type { EventoAuthError, EventoError, InvalidRequest } from "./EventoError.js"
 import * as internal from "./internal/client.js"
 
 /**
@@ -246,11 +246,11 @@ export interface SubscribeOptions {
  * @category models
  */
 export interface Options {
-  /** Base URL, e.g. `http://127.0.0.1:8080`. */
+  /** Base URL, e.g. `http://127.0.0.1:8080`: http or https, without query or fragment. */
   readonly url: string
   /** The namespace's token; the namespace is decoded from it. */
   readonly token: string | Redacted.Redacted<string>
-  /** Timeout of one RPC call. Default: 10 seconds. */
+  /** Timeout of one RPC call, a positive duration. Default: 10 seconds. */
   readonly timeout?: Duration.DurationInput | undefined
 }
 
@@ -311,7 +311,8 @@ export class EventoClient extends Context.Tag("eventodb-kit/EventoClient")<Event
 
 /**
  * Builds a client: decodes the namespace from the token (`EventoAuthError { reason: "invalid-token" }` when it does
- * not parse) and captures the `HttpClient`. Subscriptions use the same `HttpClient`; see `subscribe` for the
+ * not parse or is not a string), checks the URL (absolute http or https) and the timeout (a positive duration),
+ * failing with `InvalidRequest` otherwise, and captures the `HttpClient`. Subscriptions use the same `HttpClient`; see `subscribe` for the
  * choice of client.
  *
  * @example
@@ -329,8 +330,9 @@ export class EventoClient extends Context.Tag("eventodb-kit/EventoClient")<Event
  * @since 0.1.0
  * @category constructors
  */
-export const make: (options: Options) => Effect.Effect<EventoClient.Service, EventoAuthError, HttpClient.HttpClient> =
-  internal.make
+export const make: (
+  options: Options
+) => Effect.Effect<EventoClient.Service, EventoAuthError | InvalidRequest, HttpClient.HttpClient> = internal.make
 
 /**
  * The client as a layer. Provide an `HttpClient`, preferably `NodeHttpClient.layerUndici` from
@@ -350,7 +352,9 @@ export const make: (options: Options) => Effect.Effect<EventoClient.Service, Eve
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options: Options): Layer.Layer<EventoClient, EventoAuthError, HttpClient.HttpClient> =>
+export const layer = (
+  options: Options
+): Layer.Layer<EventoClient, EventoAuthError | InvalidRequest, HttpClient.HttpClient> =>
   Layer.effect(EventoClient, make(options))
 
 /**
@@ -382,7 +386,7 @@ export const defaultConfig: Config.Config<Options> = Config.all({
  */
 export const layerConfig = (
   config: Config.Config.Wrap<Options> = defaultConfig
-): Layer.Layer<EventoClient, EventoAuthError | ConfigError.ConfigError, HttpClient.HttpClient> =>
+): Layer.Layer<EventoClient, EventoAuthError | InvalidRequest | ConfigError.ConfigError, HttpClient.HttpClient> =>
   Layer.effect(EventoClient, Effect.flatMap(Config.unwrap(config), make))
 
 /**

@@ -44,7 +44,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Cleanup from "./Cleanup.js"
 import * as EventoClient from "./EventoClient.js"
-import type { EventoAuthError } from "./EventoError.js"
+import type { EventoAuthError, InvalidRequest } from "./EventoError.js"
 import * as Idempotency from "./Idempotency.js"
 import * as Migrations from "./Migrations.js"
 import * as Outbox from "./Outbox.js"
@@ -97,13 +97,13 @@ export type Services =
   | Singleton.Singleton
 
 /**
- * What building the layer can fail with: a token that does not parse, a database that cannot be reached or
- * migrated.
+ * What building the layer can fail with: a token that does not parse, an unusable EventoDB URL or timeout
+ * (`InvalidRequest`), a database that cannot be reached or migrated.
  *
  * @since 0.1.0
  * @category errors
  */
-export type LayerError = EventoAuthError | SqlError | Migrations.MigrationsError
+export type LayerError = EventoAuthError | InvalidRequest | SqlError | Migrations.MigrationsError
 
 /**
  * The one layer, from options. The `EventoClient` uses `NodeHttpClient.layerUndici`, which never times out a quiet

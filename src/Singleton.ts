@@ -25,16 +25,31 @@ export interface RunOptions {
   /**
    * How often a node that does not hold the lock tries again, and how long it waits before reconnecting after a
    * connection error; a node that lost the lock waits twice this before competing again, so that a node that still
-   * reaches the database takes over first. Default: 1 second.
+   * reaches the database takes over first. A positive, finite duration. Default: 1 second.
    */
   readonly pollInterval?: Duration.DurationInput | undefined
   /**
    * How often the holder checks, on its own connection, that it still holds the lock; each check gives up after
    * half of it. A new holder waits twice this before starting the effect, so the guarded effect must stop within
-   * half of it once interrupted. Default: 2 seconds.
+   * half of it once interrupted. A positive, finite duration. Default: 2 seconds.
    */
   readonly verifyInterval?: Duration.DurationInput | undefined
 }
+
+/**
+ * `run` was given an empty or non-string name (`invalid-name`), or options that are not an object or an interval
+ * that is not a positive, finite duration (`invalid-options`). Nothing was locked and the effect never ran.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export const SingletonError: typeof internal.SingletonError = internal.SingletonError
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type SingletonError = internal.SingletonError
 
 /**
  * @since 0.1.0
@@ -49,13 +64,14 @@ export declare namespace Singleton {
     /**
      * Competes for leadership of `name` until it wins, then runs `effect`. When leadership is lost, `effect` is
      * interrupted and the node competes again; the effect starts over when leadership returns. Connection errors
-     * never end the run. Succeeds or fails as `effect` does, releasing the lock.
+     * never end the run. Succeeds or fails as `effect` does, releasing the lock; fails with `SingletonError`, before
+     * competing, when `name` or `options` are unusable.
      */
     readonly run: <A, E, R>(
       name: string,
       effect: Effect.Effect<A, E, R>,
       options?: RunOptions
-    ) => Effect.Effect<A, E, R>
+    ) => Effect.Effect<A, E | SingletonError, R>
   }
 }
 
@@ -83,7 +99,8 @@ export const run = <A, E, R>(
   name: string,
   effect: Effect.Effect<A, E, R>,
   options?: RunOptions
-): Effect.Effect<A, E, R | Singleton> => Effect.flatMap(Singleton, (singleton) => singleton.run(name, effect, options))
+): Effect.Effect<A, E | SingletonError, R | Singleton> =>
+  Effect.flatMap(Singleton, (singleton) => singleton.run(name, effect, options))
 
 /**
  * The PostgreSQL service. Each `run` opens its own connections with the settings of the `PgClient` (its `config`),
@@ -105,7 +122,8 @@ export const layer: Layer.Layer<Singleton, never, PgClient.PgClient> = Layer.eff
 
 /**
  * An in-process service: one lock table per service, for tests and single-process applications. A name's `run`
- * waits until the previous one ends; leadership is never lost, and the options are ignored.
+ * waits until the previous one ends; leadership is never lost, and the options are checked as `layer` checks them but
+ * otherwise ignored.
  *
  * @since 0.1.0
  * @category constructors

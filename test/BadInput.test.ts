@@ -26,6 +26,7 @@ import * as Idempotency from "../src/Idempotency.js"
 import * as Migrations from "../src/Migrations.js"
 import * as Outbox from "../src/Outbox.js"
 import * as PositionStore from "../src/PositionStore.js"
+import * as Singleton from "../src/Singleton.js"
 import * as EventoTest from "./support/EventoTest.js"
 import * as PgTest from "./support/PgTest.js"
 
@@ -444,3 +445,185 @@ layer(TestLayer, { timeout: "60 seconds", excludeTestServices: true })("Bad inpu
       assert.strictEqual(yield* Migrations.currentVersion.pipe(Effect.provideService(SqlClient, sql), Effect.orDie), 0)
     }))
 })
+
+layer(TestLayer, { timeout: "60 seconds", excludeTestServices: true })(
+  "Bad input: deep JSON, construction, singletons",
+  (it) => {
+    it.scoped("EventoClient refuses data and metadata that JSON would rewrite at any depth, naming the path", () =>
+      Effect.gen(function*() {
+        const { client, everything } = yield* freshClient
+        const cases: ReadonlyArray<readonly [string, unknown, string]> = [
+          ["data holding NaN", { type: "T", data: { x: Number.NaN } }, "message.data.x"],
+          ["data holding Infinity", { type: "T", data: { x: Infinity } }, "message.data.x"],
+          ["data holding a function", { type: "T", data: { f: () => 1 } }, "message.data.f"],
+          ["data holding undefined", { type: "T", data: { x: undefined } }, "message.data.x"],
+          ["data a Map", { type: "T", data: new Map([["a", 1]]) }, "message.data"],
+          [
+            "data holding NaN deep in an array",
+            { type: "T", data: { a: { b: [1, Number.NaN] } } },
+            "message.data.a.b[1]"
+          ],
+          ["data holding a Date", { type: "T", data: { at: new Date(0) } }, "message.data.at"],
+          ["data holding a NUL", { type: "T", data: { s: "a\u0000b" } }, "message.data.s"],
+          ["metadata holding NaN", { type: "T", data: {}, metadata: { x: Number.NaN } }, "message.metadata.x"],
+          ["metadata holding undefined", { type: "T", data: {}, metadata: { x: undefined } }, "message.metadata.x"],
+          ["metadata a Map", { type: "T", data: {}, metadata: new Map() }, "message.metadata"]
+        ]
+        for (const [what, message, path] of cases) {
+          const error = yield* Effect.flip(client.streamWrite("deep-1", cast(message)))
+          assert.strictEqual(error._tag, "InvalidRequest", what)
+          assert.include(error.message, path, what)
+        }
+        for (const options of [cast([]), cast(5), cast("x"), cast(true)]) {
+          yield* refused(
+            `write options ${JSON.stringify(options)}`,
+            client.streamWrite("deep-1", { type: "T", data: {} }, options),
+            "InvalidRequest"
+          )
+          yield* refused(
+            `get options ${JSON.stringify(options)}`,
+            client.streamGet("deep-1", options),
+            "InvalidRequest"
+          )
+        }
+        const namespace = freshName("deepns")
+        yield* refused(
+          "namespaceCreate with metadata holding NaN",
+          client.namespaceCreate(namespace, { metadata: { x: Number.NaN } }),
+          "InvalidRequest"
+        )
+        yield* refused("the namespace was not created", client.namespaceInfo(namespace), "NamespaceNotFound")
+        assert.deepStrictEqual(yield* everything, [])
+      }))
+
+    it.scoped("EventoClient refuses a token that is not a string with EventoAuthError invalid-token, not a defect", () =>
+      Effect.gen(function*() {
+        const { client, everything, target } = yield* freshClient
+        for (const token of [cast(42), cast(null), cast(undefined), cast({}), Redacted.make(cast(42))]) {
+          const label = Redacted.isRedacted(token) ? "Redacted(42)" : String(JSON.stringify(token))
+          yield* refused(
+            `make ${label}`,
+            EventoClient.make({ url: target.url, token }),
+            "EventoAuthError",
+            "invalid-token"
+          )
+          yield* refused(`withToken ${label}`, client.withToken(token), "EventoAuthError", "invalid-token")
+        }
+        assert.deepStrictEqual(yield* everything, [])
+      }))
+
+    it.scoped("EventoClient refuses an unusable URL or timeout at construction with InvalidRequest", () =>
+      Effect.gen(function*() {
+        const { target, token } = yield* freshClient
+        const urls = [
+          "not a url",
+          "",
+          "127.0.0.1:8080",
+          "ftp://127.0.0.1:8080",
+          "file:///tmp/evento",
+          "http://127.0.0.1:8080/?x=1",
+          "http://127.0.0.1:8080/#top",
+          cast(42),
+          cast(undefined)
+        ]
+        for (const url of urls) {
+          yield* refused(`url ${JSON.stringify(url)}`, EventoClient.make({ url, token }), "InvalidRequest")
+        }
+        const timeouts = [-1, 0, Number.NaN, -Infinity, "0 millis", "soon", cast(null), cast({})]
+        for (const timeout of timeouts) {
+          yield* refused(
+            `timeout ${String(timeout)}`,
+            EventoClient.make({ url: target.url, token, timeout }),
+            "InvalidRequest"
+          )
+        }
+        yield* refused("options not an object", EventoClient.make(cast("http://127.0.0.1:8080")), "InvalidRequest")
+
+        // What is fine stays fine: a trailing slash, https, a path prefix, no timeout at all.
+        for (const url of [`${target.url}/`, "https://127.0.0.1:1", "http://127.0.0.1:1/evento"]) {
+          yield* EventoClient.make({ url, token, timeout: Infinity }).pipe(Effect.orDie)
+        }
+        const client = yield* EventoClient.make({ url: `${target.url}/`, token, timeout: "5 seconds" }).pipe(
+          Effect.orDie
+        )
+        assert.deepStrictEqual(yield* client.categoryGet("").pipe(Effect.orDie), [])
+
+        const fromConfig = (entries: Record<string, string>) =>
+          Layer.build(EventoClient.layerConfig().pipe(Layer.provide(NodeHttpClient.layerUndici))).pipe(
+            Effect.scoped,
+            fromMap(entries)
+          )
+        yield* refused(
+          "EVENTODB_URL not a URL",
+          fromConfig({ EVENTODB_URL: "not a url", EVENTODB_TOKEN: someToken }),
+          "InvalidRequest"
+        )
+        yield* refused(
+          "EVENTODB_TIMEOUT zero",
+          fromConfig({ EVENTODB_URL: "http://127.0.0.1:1", EVENTODB_TOKEN: someToken, EVENTODB_TIMEOUT: "0 seconds" }),
+          "InvalidRequest"
+        )
+      }))
+
+    it.scoped("Singleton refuses a bad name or bad intervals with SingletonError, never runs the effect or locks", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        const advisoryLocks = sql<{ n: number }>`
+        SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory'
+      `.pipe(Effect.map((rows) => rows[0]?.n ?? -1), Effect.orDie)
+        const before = yield* advisoryLocks
+        let runs = 0
+        const guarded = Effect.sync(() => void runs++)
+        const badNames = [cast(42), "", cast(null), cast(undefined), cast({ name: "x" })]
+        const badOptions = [
+          { pollInterval: 0 },
+          { pollInterval: -1 },
+          { pollInterval: Number.NaN },
+          { pollInterval: "soon" },
+          { pollInterval: Infinity },
+          { verifyInterval: 0 },
+          { verifyInterval: "0 millis" },
+          { verifyInterval: -5 },
+          { verifyInterval: Infinity },
+          "x",
+          null
+        ]
+        for (
+          const [kind, service] of [["pg", yield* Singleton.make], ["memory", yield* Singleton.makeMemory]] as const
+        ) {
+          for (const name of badNames) {
+            // Building the effect must not throw: the name is checked when it runs.
+            const effect = service.run(name, guarded, { verifyInterval: "100 millis" })
+            yield* refused(
+              `${kind} name ${JSON.stringify(name)}`,
+              effect.pipe(Effect.timeout("5 seconds")),
+              "SingletonError",
+              "invalid-name"
+            )
+          }
+          for (const options of badOptions) {
+            yield* refused(
+              `${kind} options ${JSON.stringify(options)}`,
+              service.run(freshName("singleton"), guarded, cast(options)).pipe(Effect.timeout("5 seconds")),
+              "SingletonError",
+              "invalid-options"
+            )
+          }
+          // Still usable with good settings.
+          yield* service.run(freshName("singleton"), Effect.void, {
+            pollInterval: "50 millis",
+            verifyInterval: "50 millis"
+          })
+            .pipe(Effect.timeout("5 seconds"), Effect.orDie)
+        }
+        assert.strictEqual(runs, 0)
+        assert.strictEqual(yield* advisoryLocks, before)
+        yield* refused(
+          "the accessor with an empty name",
+          Singleton.run("", guarded).pipe(Effect.provide(Singleton.layerMemory)),
+          "SingletonError",
+          "invalid-name"
+        )
+      }))
+  }
+)

@@ -669,7 +669,7 @@ layer(TestLayer, { timeout: "60 seconds", excludeTestServices: true })("EventoCl
       Effect.gen(function*() {
         const target = yield* EventoTest.EventoTarget
         const local = yield* Effect.flip(EventoClient.make({ url: target.url, token: "ns_not-a-token" }))
-        assert.strictEqual(local.reason, "invalid-token")
+        assert.deepStrictEqual(local._tag === "EventoAuthError" && local.reason, "invalid-token")
         const { namespace, token } = yield* freshClient()
         // A token the server cannot parse (the client never sends one) is AUTH_INVALID_TOKEN.
         const garbled = yield* clientWith(token, HttpClientRequest.bearerToken("ns_x"))

@@ -265,7 +265,7 @@ describe("construction", () => {
         Effect.provideService(HttpClient.HttpClient, http),
         Effect.flip
       )
-      assert.strictEqual(error.reason, "invalid-token")
+      assert.deepStrictEqual(error._tag === "EventoAuthError" && error.reason, "invalid-token")
       const client = yield* EventoClient.make({ url: "http://127.0.0.1:1", token: Redacted.make(defaultToken) }).pipe(
         Effect.provideService(HttpClient.HttpClient, http)
       )

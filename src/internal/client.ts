@@ -24,6 +24,7 @@ import type {
   WriteOptions
 } from "../EventoClient.js"
 import { EventoAuthError, type EventoError, EventoTimeout, EventoUnavailable, InvalidRequest } from "../EventoError.js"
+import { objectProblem } from "./json.js"
 import * as Protocol from "./protocol.js"
 import * as Sse from "./sse.js"
 import * as Token from "./token.js"
@@ -76,11 +77,14 @@ const encodeOptions = (
   for (const [key, kind] of Object.entries(fields)) {
     const value = options[key]
     if (isAbsent(value)) continue
-    const ok = kind === "integer"
-      ? typeof value === "number" && Number.isInteger(value)
-      : kind === "string"
-      ? typeof value === "string"
-      : isObject(value)
+    if (kind === "object") {
+      // Deeply: JSON.stringify would quietly turn NaN into null and drop undefined, functions and Map contents.
+      const problem = objectProblem(value, `${what}.${key}`)
+      if (problem !== undefined) return invalid(problem)
+      encoded[key] = value
+      continue
+    }
+    const ok = kind === "integer" ? typeof value === "number" && Number.isInteger(value) : typeof value === "string"
     if (!ok) return invalid(`${what}.${key} must be ${kind === "integer" ? "an integer" : `a ${kind}`}`)
     encoded[key] = value
   }
@@ -92,10 +96,14 @@ const encodeMessage = (message: NewMessage): Effect.Effect<Record<string, unknow
   if (typeof message.type !== "string" || message.type.length === 0) {
     return invalid("message.type must be a non-empty string")
   }
-  if (!isObject(message.data)) return invalid("message.data must be a JSON object")
+  // Deeply, not just the top level: JSON.stringify would store NaN and Infinity as null and drop undefined values,
+  // functions and the contents of a Map, so the stored message would differ from the one written.
+  const dataProblem = objectProblem(message.data, "message.data")
+  if (dataProblem !== undefined) return invalid(dataProblem)
   // A null or absent metadata is left out: the server stores SQL NULL then, and refuses an explicit null.
   if (isAbsent(message.metadata)) return Effect.succeed({ type: message.type, data: message.data })
-  if (!isObject(message.metadata)) return invalid("message.metadata must be a JSON object when given")
+  const metadataProblem = objectProblem(message.metadata, "message.metadata")
+  if (metadataProblem !== undefined) return invalid(`${metadataProblem} (or left out)`)
   return Effect.succeed({ type: message.type, data: message.data, metadata: message.metadata })
 }
 
@@ -363,17 +371,46 @@ export const fromConnection = (connection: Connection): EventoClient.Service => 
   }
 }
 
-/** `EventoClient.make`: decodes the namespace from the token and captures the `HttpClient`. */
-export const make = (options: Options): Effect.Effect<EventoClient.Service, EventoAuthError, HttpClient.HttpClient> =>
+/**
+ * The base URL without trailing slashes, or why it is unusable. Refused at construction: a URL that can never work
+ * would otherwise fail every call as `EventoUnavailable`, and callers would back off forever as if the server were down.
+ */
+const baseUrlOf = (url: unknown): Effect.Effect<string, InvalidRequest> => {
+  if (typeof url !== "string") return invalid("url must be a string such as http://127.0.0.1:8080")
+  if (!URL.canParse(url)) return invalid(`url ${JSON.stringify(url)} is not an absolute URL`)
+  const parsed = new URL(url)
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+    return invalid(`url ${JSON.stringify(url)} must use http or https, not ${parsed.protocol}`)
+  }
+  // The client appends "/rpc" and "/subscribe" to the URL: a query or fragment would swallow them.
+  if (parsed.search !== "" || parsed.hash !== "") {
+    return invalid(`url ${JSON.stringify(url)} must have no query or fragment`)
+  }
+  return Effect.succeed(url.replace(/\/+$/, ""))
+}
+
+/** The call timeout: a positive duration (infinity means none). Duration.decode would turn -1 or NaN into zero. */
+const timeoutOf = (timeout: unknown): Effect.Effect<Duration.Duration, InvalidRequest> => {
+  if (timeout === undefined) return Effect.succeed(defaultTimeout)
+  return Option.match(Duration.decodeUnknown(timeout), {
+    onNone: () => invalid(`timeout ${String(timeout)} is not a duration`),
+    onSome: (duration) =>
+      Duration.greaterThan(duration, Duration.zero)
+        ? Effect.succeed(duration)
+        : invalid(`timeout ${String(timeout)} must be a positive duration`)
+  })
+}
+
+/** `EventoClient.make`: checks the URL and timeout, decodes the namespace from the token, captures the `HttpClient`. */
+export const make = (
+  options: Options
+): Effect.Effect<EventoClient.Service, EventoAuthError | InvalidRequest, HttpClient.HttpClient> =>
   Effect.gen(function*() {
+    if (!isObject(options)) return yield* invalid("options must be an object with url and token")
+    const baseUrl = yield* baseUrlOf(options.url)
+    const timeout = yield* timeoutOf(options.timeout)
     const http = yield* HttpClient.HttpClient
     const token = toRedacted(options.token)
     const namespace = yield* namespaceOf(token)
-    return fromConnection({
-      http,
-      baseUrl: options.url.replace(/\/+$/, ""),
-      token,
-      namespace,
-      timeout: options.timeout === undefined ? defaultTimeout : Duration.decode(options.timeout)
-    })
+    return fromConnection({ http, baseUrl, token, namespace, timeout })
   })

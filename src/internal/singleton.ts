@@ -3,6 +3,7 @@ import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
@@ -20,7 +21,68 @@ export interface RunOptions {
 
 /** The service shape; the public module re-exports it as `Singleton.Service`. */
 export interface Service {
-  readonly run: <A, E, R>(name: string, effect: Effect.Effect<A, E, R>, options?: RunOptions) => Effect.Effect<A, E, R>
+  readonly run: <A, E, R>(
+    name: string,
+    effect: Effect.Effect<A, E, R>,
+    options?: RunOptions
+  ) => Effect.Effect<A, E | SingletonError, R>
+}
+
+/** `run` was given a name or options it cannot work with; the public module documents it. */
+export class SingletonError extends Schema.TaggedError<SingletonError>()("SingletonError", {
+  message: Schema.String,
+  reason: Schema.Literal("invalid-name", "invalid-options")
+}) {}
+
+const defaultPollInterval = Duration.seconds(1)
+const defaultVerifyInterval = Duration.seconds(2)
+
+const invalidName = (name: unknown): SingletonError | undefined =>
+  typeof name === "string" && name.length > 0 ? undefined : new SingletonError({
+    reason: "invalid-name",
+    message: `A singleton name is a non-empty string, not ${typeof name === "string" ? "\"\"" : String(name)}`
+  })
+
+// A zero interval would spin on the database; a zero verifyInterval would also remove the fence that keeps an old
+// and a new holder from running together, and an infinite one would never start the effect.
+const interval = (
+  options: unknown,
+  field: "pollInterval" | "verifyInterval",
+  fallback: Duration.Duration
+): Either.Either<Duration.Duration, SingletonError> => {
+  const value = (options as RunOptions | undefined)?.[field]
+  if (value === undefined) return Either.right(fallback)
+  const decoded = Duration.decodeUnknown(value)
+  return Option.isSome(decoded) && Duration.isFinite(decoded.value) &&
+      Duration.greaterThan(decoded.value, Duration.zero)
+    ? Either.right(decoded.value)
+    : Either.left(
+      new SingletonError({
+        reason: "invalid-options",
+        message: `options.${field} must be a positive, finite duration, not ${String(value)}`
+      })
+    )
+}
+
+interface Settings {
+  readonly pollInterval: Duration.Duration
+  readonly verifyInterval: Duration.Duration
+}
+
+/** The checked intervals of a `run`, or why its name or options are refused. */
+const settingsOf = (
+  name: unknown,
+  options: unknown
+): Either.Either<Settings, SingletonError> => {
+  const badName = invalidName(name)
+  if (badName !== undefined) return Either.left(badName)
+  if (options !== undefined && (typeof options !== "object" || options === null || Array.isArray(options))) {
+    return Either.left(new SingletonError({ reason: "invalid-options", message: "options must be an object" }))
+  }
+  return Either.all({
+    pollInterval: interval(options, "pollInterval", defaultPollInterval),
+    verifyInterval: interval(options, "verifyInterval", defaultVerifyInterval)
+  })
 }
 
 /**
@@ -172,139 +234,151 @@ const reasonOf = (error: LockConnectionError): string =>
 
 /** The PostgreSQL service: every `run` competes on connections that `connect` opens for it alone. */
 export const make = (connect: Connect): Service => ({
-  run: <A, E, R>(name: string, effect: Effect.Effect<A, E, R>, options?: RunOptions): Effect.Effect<A, E, R> => {
-    const pollInterval = Duration.decode(options?.pollInterval ?? Duration.seconds(1))
-    const verifyInterval = Duration.decode(options?.verifyInterval ?? Duration.seconds(2))
-    // Each check gives up after half an interval, so a holder whose lock is gone stops its effect at most 1.5
-    // intervals later; a new holder waits 2 intervals, which leaves half an interval for the effect to wind down.
-    const checkTimeout = Duration.times(verifyInterval, 0.5)
-    const fence = Duration.times(verifyInterval, 2)
-    // Holders speak every verifyInterval, waiting nodes every pollInterval: twice the longer, plus slack for pauses.
-    const idleTimeout = Duration.sum(Duration.times(Duration.max(pollInterval, verifyInterval), 2), Duration.seconds(1))
-    const key = lockKey(name).toString()
-    const annotations = { package: "eventodb-kit", module: "Singleton", singleton: name }
-    const log = <X, Y, Z>(self: Effect.Effect<X, Y, Z>) => Effect.annotateLogs(self, annotations)
+  run: <A, E, R>(name: string, effect: Effect.Effect<A, E, R>, options?: RunOptions) =>
+    // Checked inside the effect: a bad name must fail the effect, never throw while it is being built.
+    Effect.suspend((): Effect.Effect<A, E | SingletonError, R> =>
+      Either.match(settingsOf(name, options), {
+        onLeft: (error) => Effect.fail(error),
+        onRight: (settings) => runChecked(connect, name, effect, settings)
+      })
+    )
+})
 
-    const statement = <T>(
-      connection: LockConnection,
-      text: string,
-      decode: (rows: ReadonlyArray<unknown>) => Effect.Effect<T, LockConnectionError>
-    ) =>
-      connection.query(text, [key]).pipe(
-        Effect.timeoutFail({
-          duration: checkTimeout,
-          onTimeout: () => new LockConnectionError({ reason: "statement timed out" })
-        }),
-        Effect.flatMap(decode)
-      )
+const runChecked = <A, E, R>(
+  connect: Connect,
+  name: string,
+  effect: Effect.Effect<A, E, R>,
+  { pollInterval, verifyInterval }: Settings
+): Effect.Effect<A, E, R> => {
+  // Each check gives up after half an interval, so a holder whose lock is gone stops its effect at most 1.5
+  // intervals later; a new holder waits 2 intervals, which leaves half an interval for the effect to wind down.
+  const checkTimeout = Duration.times(verifyInterval, 0.5)
+  const fence = Duration.times(verifyInterval, 2)
+  // Holders speak every verifyInterval, waiting nodes every pollInterval: twice the longer, plus slack for pauses.
+  const idleTimeout = Duration.sum(Duration.times(Duration.max(pollInterval, verifyInterval), 2), Duration.seconds(1))
+  const key = lockKey(name).toString()
+  const annotations = { package: "eventodb-kit", module: "Singleton", singleton: name }
+  const log = <X, Y, Z>(self: Effect.Effect<X, Y, Z>) => Effect.annotateLogs(self, annotations)
 
-    // try_lock is only ever repeated while it answers false, so the session never holds the lock twice.
-    const acquire = (connection: LockConnection) => {
-      let waiting = false
-      const wait = Effect.suspend(() => {
-        const first = !waiting
-        waiting = true
-        return first ? log(Effect.logDebug("singleton waiting")) : Effect.void
-      }).pipe(Effect.zipRight(Effect.sleep(pollInterval)))
-      return statement(connection, tryLockSql, decodeTryLock).pipe(
-        Effect.tap((row) => row.locked ? Effect.void : wait),
-        Effect.repeat({ until: (row) => row.locked }),
-        Effect.map((row) => row.pid)
-      )
-    }
-
-    // Succeeds with a reason once the lock is in doubt: the session broke, or a check failed or said no.
-    const watch = (connection: LockConnection, pid: number): Effect.Effect<string> => {
-      const check = statement(connection, verifySql, decodeVerify).pipe(
-        Effect.flatMap((row) =>
-          row.held && row.pid === pid
-            ? Effect.void
-            : Effect.fail(new LockConnectionError({ reason: row.held ? "session changed" : "lock not held" }))
-        )
-      )
-      return Effect.raceFirst(
-        Effect.as(connection.broken, "connection closed"),
-        check.pipe(
-          Effect.repeat(Schedule.fixed(verifyInterval)),
-          // The schedule never ends: only a failed check gets out of this loop.
-          Effect.matchEffect({ onFailure: (error) => Effect.succeed(reasonOf(error)), onSuccess: () => Effect.never })
-        )
-      )
-    }
-
-    const attempt: Effect.Effect<Attempt<A, E>, never, R> = Effect.acquireUseRelease(
-      Scope.make(),
-      (scope) => {
-        let connected = false
-        return Effect.gen(function*() {
-          const connection = yield* Scope.extend(connect({ statementTimeout: checkTimeout, idleTimeout }), scope)
-          connected = true
-          const pid = yield* acquire(connection)
-          let lost = false
-          // Runs after the guarded effect has fully stopped, before the connection closes.
-          yield* Scope.addFinalizer(
-            scope,
-            Effect.suspend(() =>
-              statement(connection, unlockSql, Effect.succeed).pipe(
-                Effect.ignore,
-                Effect.zipRight(lost ? Effect.void : log(Effect.logInfo("singleton released")))
-              )
-            )
-          )
-          yield* log(Effect.logInfo("singleton acquired").pipe(Effect.annotateLogs("pid", pid)))
-
-          // PostgreSQL frees a dead session's lock at once, but its old holder notices only at its next check:
-          // start the effect after the fence so the two never run together.
-          const outcome = yield* Effect.raceFirst(
-            Effect.sleep(fence).pipe(
-              Effect.zipRight(Effect.exit(effect)),
-              Effect.map((exit): Attempt<A, E> => ({ _tag: "Done", exit }))
-            ),
-            watch(connection, pid).pipe(
-              Effect.tap((reason) => {
-                lost = true
-                return log(Effect.logWarning("singleton lost").pipe(Effect.annotateLogs("reason", reason)))
-              }),
-              Effect.as<Attempt<A, E>>({ _tag: "Lost" })
-            )
-          )
-          return outcome
-        }).pipe(
-          Effect.catchTag(
-            "LockConnectionError",
-            (error) => Effect.succeed<Attempt<A, E>>({ _tag: "Failed", error, connected })
-          )
-        )
-      },
-      (scope, exit) => Scope.close(scope, exit)
+  const statement = <T>(
+    connection: LockConnection,
+    text: string,
+    decode: (rows: ReadonlyArray<unknown>) => Effect.Effect<T, LockConnectionError>
+  ) =>
+    connection.query(text, [key]).pipe(
+      Effect.timeoutFail({
+        duration: checkTimeout,
+        onTimeout: () => new LockConnectionError({ reason: "statement timed out" })
+      }),
+      Effect.flatMap(decode)
     )
 
-    // Never gives up on the database: after downtime the node competes again by itself (fail closed, not dead).
-    // The first failure of a streak is a warning; the retries that follow while the database stays away are debug.
-    const loop = (failures: number): Effect.Effect<A, E, R> =>
-      Effect.flatMap(attempt, (result) => {
-        switch (result._tag) {
-          case "Done":
-            return result.exit
-          case "Lost":
-            // Step back for two polls so that a node that still reaches the database takes over first.
-            return Effect.zipRight(Effect.sleep(Duration.times(pollInterval, 2)), Effect.suspend(() => loop(0)))
-          case "Failed": {
-            const streak = result.connected ? 0 : failures
-            const logged = (streak === 0 ? Effect.logWarning : Effect.logDebug)("singleton connection failed")
-            return log(logged.pipe(Effect.annotateLogs("error", reasonOf(result.error)))).pipe(
-              Effect.zipRight(Effect.sleep(pollInterval)),
-              Effect.zipRight(Effect.suspend(() => loop(streak + 1)))
-            )
-          }
-        }
-      })
-
-    return Effect.suspend(() => loop(0)).pipe(
-      Effect.withSpan("Singleton.run", { attributes: { "singleton.name": name } })
+  // try_lock is only ever repeated while it answers false, so the session never holds the lock twice.
+  const acquire = (connection: LockConnection) => {
+    let waiting = false
+    const wait = Effect.suspend(() => {
+      const first = !waiting
+      waiting = true
+      return first ? log(Effect.logDebug("singleton waiting")) : Effect.void
+    }).pipe(Effect.zipRight(Effect.sleep(pollInterval)))
+    return statement(connection, tryLockSql, decodeTryLock).pipe(
+      Effect.tap((row) => row.locked ? Effect.void : wait),
+      Effect.repeat({ until: (row) => row.locked }),
+      Effect.map((row) => row.pid)
     )
   }
-})
+
+  // Succeeds with a reason once the lock is in doubt: the session broke, or a check failed or said no.
+  const watch = (connection: LockConnection, pid: number): Effect.Effect<string> => {
+    const check = statement(connection, verifySql, decodeVerify).pipe(
+      Effect.flatMap((row) =>
+        row.held && row.pid === pid
+          ? Effect.void
+          : Effect.fail(new LockConnectionError({ reason: row.held ? "session changed" : "lock not held" }))
+      )
+    )
+    return Effect.raceFirst(
+      Effect.as(connection.broken, "connection closed"),
+      check.pipe(
+        Effect.repeat(Schedule.fixed(verifyInterval)),
+        // The schedule never ends: only a failed check gets out of this loop.
+        Effect.matchEffect({ onFailure: (error) => Effect.succeed(reasonOf(error)), onSuccess: () => Effect.never })
+      )
+    )
+  }
+
+  const attempt: Effect.Effect<Attempt<A, E>, never, R> = Effect.acquireUseRelease(
+    Scope.make(),
+    (scope) => {
+      let connected = false
+      return Effect.gen(function*() {
+        const connection = yield* Scope.extend(connect({ statementTimeout: checkTimeout, idleTimeout }), scope)
+        connected = true
+        const pid = yield* acquire(connection)
+        let lost = false
+        // Runs after the guarded effect has fully stopped, before the connection closes.
+        yield* Scope.addFinalizer(
+          scope,
+          Effect.suspend(() =>
+            statement(connection, unlockSql, Effect.succeed).pipe(
+              Effect.ignore,
+              Effect.zipRight(lost ? Effect.void : log(Effect.logInfo("singleton released")))
+            )
+          )
+        )
+        yield* log(Effect.logInfo("singleton acquired").pipe(Effect.annotateLogs("pid", pid)))
+
+        // PostgreSQL frees a dead session's lock at once, but its old holder notices only at its next check:
+        // start the effect after the fence so the two never run together.
+        const outcome = yield* Effect.raceFirst(
+          Effect.sleep(fence).pipe(
+            Effect.zipRight(Effect.exit(effect)),
+            Effect.map((exit): Attempt<A, E> => ({ _tag: "Done", exit }))
+          ),
+          watch(connection, pid).pipe(
+            Effect.tap((reason) => {
+              lost = true
+              return log(Effect.logWarning("singleton lost").pipe(Effect.annotateLogs("reason", reason)))
+            }),
+            Effect.as<Attempt<A, E>>({ _tag: "Lost" })
+          )
+        )
+        return outcome
+      }).pipe(
+        Effect.catchTag(
+          "LockConnectionError",
+          (error) => Effect.succeed<Attempt<A, E>>({ _tag: "Failed", error, connected })
+        )
+      )
+    },
+    (scope, exit) => Scope.close(scope, exit)
+  )
+
+  // Never gives up on the database: after downtime the node competes again by itself (fail closed, not dead).
+  // The first failure of a streak is a warning; the retries that follow while the database stays away are debug.
+  const loop = (failures: number): Effect.Effect<A, E, R> =>
+    Effect.flatMap(attempt, (result) => {
+      switch (result._tag) {
+        case "Done":
+          return result.exit
+        case "Lost":
+          // Step back for two polls so that a node that still reaches the database takes over first.
+          return Effect.zipRight(Effect.sleep(Duration.times(pollInterval, 2)), Effect.suspend(() => loop(0)))
+        case "Failed": {
+          const streak = result.connected ? 0 : failures
+          const logged = (streak === 0 ? Effect.logWarning : Effect.logDebug)("singleton connection failed")
+          return log(logged.pipe(Effect.annotateLogs("error", reasonOf(result.error)))).pipe(
+            Effect.zipRight(Effect.sleep(pollInterval)),
+            Effect.zipRight(Effect.suspend(() => loop(streak + 1)))
+          )
+        }
+      }
+    })
+
+  return Effect.suspend(() => loop(0)).pipe(
+    Effect.withSpan("Singleton.run", { attributes: { "singleton.name": name } })
+  )
+}
 
 /** The in-process service: one lock table per service, the same exclusion without a database. */
 export const makeMemory = (): Service => {
@@ -317,16 +391,26 @@ export const makeMemory = (): Service => {
     return created
   }
   return {
-    run: <A, E, R>(name: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+    run: <A, E, R>(
+      name: string,
+      effect: Effect.Effect<A, E, R>,
+      options?: RunOptions
+    ): Effect.Effect<A, E | SingletonError, R> => {
       const log = (message: string) =>
         Effect.logInfo(message).pipe(
           Effect.annotateLogs({ package: "eventodb-kit", module: "Singleton", singleton: name })
         )
-      return Effect.suspend(() =>
-        lockFor(name).withPermits(1)(
-          log("singleton acquired").pipe(Effect.zipRight(effect), Effect.ensuring(log("singleton released")))
-        )
-      ).pipe(Effect.withSpan("Singleton.run", { attributes: { "singleton.name": name } }))
+      // The options do nothing here, but are checked as the PostgreSQL service checks them: a test on this service
+      // must not pass with settings that production refuses.
+      return Effect.suspend((): Effect.Effect<A, E | SingletonError, R> =>
+        Either.match(settingsOf(name, options), {
+          onLeft: (error) => Effect.fail(error),
+          onRight: () =>
+            lockFor(name).withPermits(1)(
+              log("singleton acquired").pipe(Effect.zipRight(effect), Effect.ensuring(log("singleton released")))
+            ).pipe(Effect.withSpan("Singleton.run", { attributes: { "singleton.name": name } }))
+        })
+      )
     }
   }
 }

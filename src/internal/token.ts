@@ -11,7 +11,11 @@ const utf8 = new TextDecoder("utf-8", { fatal: true })
  * The plaintext namespace of a token (LESSONS 27), decoded as UTF-8 (LESSONS 28), or why the token does not parse.
  * The rules are the server's: a token the server would refuse as malformed is refused here too.
  */
-export const decodeNamespace = (token: string): Either.Either<string, string> => {
+export const decodeNamespace = (token: unknown): Either.Either<string, string> => {
+  // JavaScript callers and decoded configuration can hand over anything; refuse it rather than throw on it.
+  if (typeof token !== "string") {
+    return Either.left(`a token is a string, not ${token === null ? "null" : typeof token}`)
+  }
   if (!token.startsWith("ns_")) return Either.left("a token starts with \"ns_\"")
   const parts = token.slice(3).split("_")
   if (parts.length !== 2) return Either.left(`a token has 2 parts after \"ns_\", this one has ${parts.length}`)
