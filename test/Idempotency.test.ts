@@ -102,6 +102,39 @@ it.layer(Database, { timeout: "60 seconds" })("Idempotency", (it) => {
           assert.isTrue(yield* Idempotency.isProcessed(key("member-1"), message(1).id))
         }))
 
+      test("refuses bad keys, event ids that are not UUIDs and bad positions, marking nothing", () =>
+        Effect.gen(function*() {
+          const refusedWith = (reason: string, effect: Effect.Effect<unknown, unknown, Idempotency.Idempotency>) =>
+            Effect.gen(function*() {
+              const error = yield* Effect.flip(effect)
+              assert.instanceOf(error, PositionStore.InvalidConsumerInput, JSON.stringify(error))
+              assert.strictEqual((error as PositionStore.InvalidConsumerInput).reason, reason)
+            })
+          const badKeys = [
+            ["invalid-namespace", key("c", "order", "")],
+            ["invalid-category", key("c", "")],
+            ["invalid-consumer-id", key("")]
+          ] as const
+          for (const [reason, bad] of badKeys) {
+            yield* refusedWith(reason, Idempotency.isProcessed(bad, message(1).id))
+            yield* refusedWith(reason, Idempotency.markProcessed(bad, message(1)))
+          }
+          for (const id of ["zzz", "", "00000000-0000-4000-8000-00000000000g", 7 as unknown as string]) {
+            yield* refusedWith("invalid-event-id", Idempotency.isProcessed(key("p"), id))
+            yield* refusedWith("invalid-event-id", Idempotency.markProcessed(key("p"), { ...message(1), id }))
+          }
+          for (const globalPosition of [-1, 1.5, Number.NaN]) {
+            yield* refusedWith(
+              "invalid-position",
+              Idempotency.markProcessed(key("p"), { ...message(2), globalPosition })
+            )
+          }
+
+          const seen = yield* Effect.all([1, 2].map((n) => Idempotency.isProcessed(key("p"), message(n).id)))
+          assert.deepStrictEqual(seen, [false, false])
+          assert.isFalse(yield* Idempotency.isProcessed(key("c", "order", "x"), message(1).id))
+        }))
+
       test("treats a second mark of the same event as a no-op", () =>
         Effect.gen(function*() {
           yield* Idempotency.markProcessed(key("twice"), message(1))

@@ -1,6 +1,7 @@
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, layer } from "@effect/vitest"
+import * as Cause from "effect/Cause"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -12,6 +13,7 @@ import * as Queue from "effect/Queue"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
+import { execFile } from "node:child_process"
 import pg from "pg"
 import { EventoClient } from "../src/EventoClient.js"
 import * as Migrations from "../src/Migrations.js"
@@ -426,4 +428,68 @@ layer(TestLayer, { timeout: "60 seconds", excludeTestServices: true })("Outbox",
       yield* configured.write("configured-1", { type: "T", data: {} })
       assert.strictEqual((yield* rowsOf({ namespace: "ns-z" })).length, 1)
     }))
+
+  it.effect("fails with SqlError, not a defect, when its own transaction loses the connection; writes nothing", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const url = yield* currentUrl
+      const scope = yield* Scope.make()
+      const writerPool = yield* Layer.buildWithScope(poolOn(url, 1), scope)
+      const holding = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      // Another connection holds the stream's lock, so the write waits inside its transaction until terminated.
+      const holder = yield* sql.withTransaction(
+        Outbox.write("doomed-1", { type: "Held", data: {} }).pipe(
+          Effect.zipLeft(Deferred.succeed(holding, undefined)),
+          Effect.zipLeft(Deferred.await(release)),
+          Effect.zipRight(Effect.fail("rolled back on purpose" as const))
+        )
+      ).pipe(Effect.exit, Effect.fork)
+      yield* Deferred.await(holding)
+
+      const writer = yield* Outbox.write("doomed-1", { type: "Lost", data: {} }).pipe(
+        Effect.provide(Outbox.layer({ namespace: "app" })),
+        Effect.provide(writerPool),
+        Effect.exit,
+        Effect.fork
+      )
+      yield* someoneWaitsForAdvisoryLock
+      yield* sql`
+        SELECT pg_terminate_backend(pid)
+        FROM pg_locks
+        WHERE locktype = 'advisory'
+          AND NOT granted
+          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      `
+      const exit = yield* Fiber.join(writer)
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(holder)
+      yield* Scope.close(scope, Exit.void)
+
+      assert.isTrue(Exit.isFailure(exit), "the write must fail")
+      if (Exit.isFailure(exit)) {
+        assert.deepStrictEqual([...Cause.defects(exit.cause)], [], Cause.pretty(exit.cause))
+        const failure = Cause.failureOption(exit.cause)
+        assert.isTrue(Option.isSome(failure) && failure.value._tag === "SqlError", Cause.pretty(exit.cause))
+      }
+      assert.deepStrictEqual(yield* rowsOf({ stream: "doomed-1" }), [])
+    }))
+
+  it.effect("loads internal/outbox.ts first without tripping over an import cycle", () =>
+    Effect.gen(function*() {
+      // A fresh Node process: vitest's module cache already holds Outbox.ts, which would hide the cycle.
+      for (const module of ["./src/internal/outbox.ts", "./src/internal/idempotency.ts"]) {
+        const result = yield* Effect.promise(() =>
+          new Promise<{ readonly code: number | null; readonly stderr: string }>((resolve) => {
+            const child = execFile(
+              process.execPath,
+              ["--import", "tsx", "-e", `await import(${JSON.stringify(module)})`],
+              { cwd: process.cwd(), timeout: 30_000 },
+              (_error, _stdout, stderr) => resolve({ code: child.exitCode, stderr })
+            )
+          })
+        )
+        assert.strictEqual(result.code, 0, `${module}: ${result.stderr}`)
+      }
+    }), { timeout: 60_000 })
 })

@@ -91,6 +91,36 @@ it.layer(Database, { timeout: "60 seconds" })("PositionStore", (it) => {
           ])
         }))
 
+      test("refuses empty key fields and positions that are not non-negative safe integers, saving nothing", () =>
+        Effect.gen(function*() {
+          const refusedWith = (reason: string, effect: Effect.Effect<unknown, unknown, PositionStore.PositionStore>) =>
+            Effect.gen(function*() {
+              const error = yield* Effect.flip(effect)
+              assert.instanceOf(error, PositionStore.InvalidConsumerInput, JSON.stringify(error))
+              assert.strictEqual((error as PositionStore.InvalidConsumerInput).reason, reason)
+            })
+          const badKeys = [
+            ["invalid-namespace", key("c", "order", "")],
+            ["invalid-category", key("c", "")],
+            ["invalid-consumer-id", key("")],
+            ["invalid-namespace", null as unknown as PositionStore.ConsumerKey]
+          ] as const
+          for (const [reason, bad] of badKeys) {
+            yield* refusedWith(reason, PositionStore.load(bad))
+            yield* refusedWith(reason, PositionStore.save(bad, 1))
+            yield* refusedWith(reason, PositionStore.reset(bad, 1))
+          }
+          for (const position of [-5, -1, 1.5, Number.NaN, Infinity, 2 ** 53, "3" as unknown as number]) {
+            yield* refusedWith("invalid-position", PositionStore.save(key("p"), position))
+            yield* refusedWith("invalid-position", PositionStore.reset(key("p"), position))
+          }
+          yield* PositionStore.save(key("kept"), 4)
+          yield* refusedWith("invalid-position", PositionStore.reset(key("kept"), -7))
+
+          assert.isTrue(Option.isNone(yield* PositionStore.load(key("p"))))
+          assert.deepStrictEqual(yield* PositionStore.load(key("kept")), Option.some(4))
+        }))
+
       test("keeps the highest of many concurrent saves", () =>
         Effect.gen(function*() {
           const positions = [5, 50, 17, 49, 3, 12, 48, 1, 33, 21]

@@ -14,12 +14,16 @@ import { checkEventId, checkKey, checkPosition, dieOnInput } from "./positionSto
 /** Wraps the service so marks are checked first, in the SQL and memory layers alike; nothing bad is written. */
 const checked = (store: Idempotency.Service): Idempotency.Service => ({
   isProcessed: (key, eventId) =>
-    checkKey(key).pipe(Effect.zipRight(checkEventId(eventId)), Effect.zipRight(store.isProcessed(key, eventId))),
+    checkKey(key).pipe(
+      Effect.zipRight(checkEventId(eventId)),
+      Effect.zipRight(Effect.suspend(() => store.isProcessed(key, eventId)))
+    ),
   markProcessed: (key, message) =>
     checkKey(key).pipe(
       Effect.zipRight(checkEventId(typeof message === "object" && message !== null ? message.id : undefined)),
-      Effect.zipRight(checkPosition(message.globalPosition, "message.globalPosition")),
-      Effect.zipRight(store.markProcessed(key, message))
+      Effect.zipRight(Effect.suspend(() => checkPosition(message.globalPosition, "message.globalPosition"))),
+      // Suspended: building the store's effect already reads the key and the message.
+      Effect.zipRight(Effect.suspend(() => store.markProcessed(key, message)))
     ),
   cleanup: (options) => store.cleanup(options)
 })

@@ -53,11 +53,18 @@ export const checkEventId = (eventId: unknown): Effect.Effect<void, InvalidConsu
 
 /** Wraps the service so every method checks its input first, in the SQL and memory layers alike. */
 const checked = (store: PositionStore.Service): PositionStore.Service => ({
-  load: (key) => Effect.zipRight(checkKey(key), store.load(key)),
+  // Suspended: building the store's effect already reads the key, which must be checked first.
+  load: (key) => Effect.zipRight(checkKey(key), Effect.suspend(() => store.load(key))),
   save: (key, position) =>
-    Effect.zipRight(Effect.zipRight(checkKey(key), checkPosition(position)), store.save(key, position)),
+    checkKey(key).pipe(
+      Effect.zipRight(checkPosition(position)),
+      Effect.zipRight(Effect.suspend(() => store.save(key, position)))
+    ),
   reset: (key, position) =>
-    Effect.zipRight(Effect.zipRight(checkKey(key), checkPosition(position)), store.reset(key, position))
+    checkKey(key).pipe(
+      Effect.zipRight(checkPosition(position)),
+      Effect.zipRight(Effect.suspend(() => store.reset(key, position)))
+    )
 })
 
 const Position = Schema.Array(Schema.Struct({ position: Schema.NumberFromString }))
