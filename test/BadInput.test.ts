@@ -627,3 +627,117 @@ layer(TestLayer, { timeout: "60 seconds", excludeTestServices: true })(
       }))
   }
 )
+
+layer(TestLayer, { timeout: "60 seconds", excludeTestServices: true })(
+  "Bad input: outbox setup and consumer stores",
+  (it) => {
+    it.effect("Outbox refuses an empty namespace and a size limit that is not a positive integer when built", () =>
+      Effect.gen(function*() {
+        const build = (options: unknown) =>
+          Outbox.write("a-1", { type: "T", data: {} }).pipe(Effect.provide(Outbox.layer(cast(options))))
+        yield* refused("namespace \"\"", build({ namespace: "" }), "InvalidOutboxOptions", "invalid-namespace")
+        yield* refused("namespace 7", build({ namespace: 7 }), "InvalidOutboxOptions", "invalid-namespace")
+        const namespace = freshName("badsetup")
+        for (const maxMessageBytes of [Number.NaN, 0, -1, 1.5, Infinity, "100"]) {
+          yield* refused(
+            `maxMessageBytes ${String(maxMessageBytes)}`,
+            build({ namespace, maxMessageBytes }),
+            "InvalidOutboxOptions",
+            "invalid-max-message-bytes"
+          )
+        }
+        yield* refused(
+          "EVENTODB_OUTBOX_MAX_MESSAGE_BYTES=0",
+          Outbox.write("a-1", { type: "T", data: {} }).pipe(
+            Effect.provide(Outbox.layerConfig()),
+            Effect.provideService(EventoClient.EventoClient, cast({ namespace })),
+            fromMap({ EVENTODB_OUTBOX_MAX_MESSAGE_BYTES: "0" })
+          ),
+          "InvalidOutboxOptions",
+          "invalid-max-message-bytes"
+        )
+        assert.strictEqual(yield* outboxRows(""), 0)
+        assert.strictEqual(yield* outboxRows(namespace), 0)
+      }))
+
+    it.effect("Outbox refuses write options that are not an object, and writes no row", () =>
+      Effect.gen(function*() {
+        const namespace = freshName("badoptions")
+        const ok = { type: "Happened", data: {} }
+        for (const options of ["x", [1], 7, true, null]) {
+          yield* refused(
+            `options ${JSON.stringify(options)}`,
+            Outbox.write("a-1", ok, cast(options)).pipe(Effect.provide(Outbox.layer({ namespace }))),
+            "InvalidOutboxMessage",
+            "invalid-options"
+          )
+          yield* refused(
+            `batch options ${JSON.stringify(options)}`,
+            Outbox.writeBatch([{ stream: "a-1", message: ok, options: cast(options) }]).pipe(
+              Effect.provide(Outbox.layer({ namespace }))
+            ),
+            "InvalidOutboxMessage",
+            "invalid-options"
+          )
+        }
+        assert.strictEqual(yield* outboxRows(namespace), 0)
+      }))
+
+    it.effect("PositionStore and Idempotency refuse empty keys, bad positions and ids that are not UUIDs", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        const namespace = freshName("badstore")
+        const key = { namespace, category: "order", consumerId: "c" }
+        const message = (id: unknown, globalPosition: unknown) =>
+          cast({ id, streamName: "order-1", type: "T", position: 0, globalPosition, data: {}, time: new Date(0) })
+        const uuid = "00000000-0000-4000-8000-000000000001"
+        const bad = "InvalidConsumerInput"
+        const cases: ReadonlyArray<
+          readonly [
+            string,
+            Effect.Effect<unknown, { readonly _tag: string }, PositionStore.PositionStore | Idempotency.Idempotency>,
+            string
+          ]
+        > = [
+          ["reset -7", PositionStore.reset(key, -7), "invalid-position"],
+          ["save -5", PositionStore.save(key, -5), "invalid-position"],
+          ["save 1.5", PositionStore.save(key, 1.5), "invalid-position"],
+          ["save NaN", PositionStore.save(key, Number.NaN), "invalid-position"],
+          ["save 2^53", PositionStore.save(key, 2 ** 53), "invalid-position"],
+          ["save, namespace empty", PositionStore.save({ ...key, namespace: "" }, 1), "invalid-namespace"],
+          ["save, category empty", PositionStore.save({ ...key, category: "" }, 1), "invalid-category"],
+          ["save, consumerId empty", PositionStore.save({ ...key, consumerId: "" }, 1), "invalid-consumer-id"],
+          ["load, consumerId a number", PositionStore.load({ ...key, consumerId: cast(7) }), "invalid-consumer-id"],
+          ["isProcessed \"zzz\"", Idempotency.isProcessed(key, "zzz"), "invalid-event-id"],
+          ["isProcessed, category empty", Idempotency.isProcessed({ ...key, category: "" }, uuid), "invalid-category"],
+          ["markProcessed, id \"zzz\"", Idempotency.markProcessed(key, message("zzz", 1)), "invalid-event-id"],
+          ["markProcessed, position -1", Idempotency.markProcessed(key, message(uuid, -1)), "invalid-position"],
+          [
+            "markProcessed, position NaN",
+            Idempotency.markProcessed(key, message(uuid, Number.NaN)),
+            "invalid-position"
+          ],
+          [
+            "markProcessed, consumerId empty",
+            Idempotency.markProcessed({ ...key, consumerId: "" }, message(uuid, 1)),
+            "invalid-consumer-id"
+          ]
+        ]
+        for (
+          const [kind, layer] of [
+            ["SQL", Layer.merge(PositionStore.layer, Idempotency.layer)],
+            ["memory", Layer.merge(PositionStore.layerMemory, Idempotency.layerMemory)]
+          ] as const
+        ) {
+          for (const [what, effect, reason] of cases) {
+            yield* refused(`${kind}: ${what}`, Effect.provide(effect, layer), bad, reason)
+          }
+        }
+        const [rows] = yield* sql<{ n: number }>`
+        SELECT (SELECT count(*) FROM evento_consumer_positions WHERE namespace IN (${namespace}, ''))::int
+          + (SELECT count(*) FROM evento_processed_events WHERE namespace IN (${namespace}, ''))::int AS n
+      `.pipe(Effect.orDie)
+        assert.strictEqual(rows?.n, 0)
+      }))
+  }
+)
