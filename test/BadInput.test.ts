@@ -569,7 +569,8 @@ layer(TestLayer, { timeout: "60 seconds", excludeTestServices: true })(
       Effect.gen(function*() {
         const sql = yield* SqlClient
         const advisoryLocks = sql<{ n: number }>`
-        SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory'
+        SELECT count(*)::int AS n FROM pg_locks
+          WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
       `.pipe(Effect.map((rows) => rows[0]?.n ?? -1), Effect.orDie)
         const before = yield* advisoryLocks
         let runs = 0
