@@ -98,12 +98,18 @@ export type Services =
 
 /**
  * What building the layer can fail with: a token that does not parse, an unusable EventoDB URL or timeout
- * (`InvalidRequest`), a database that cannot be reached or migrated.
+ * (`InvalidRequest`), a database that cannot be reached or migrated, outbox options `Outbox.layer` refuses
+ * (`InvalidOutboxOptions`).
  *
  * @since 0.1.0
  * @category errors
  */
-export type LayerError = EventoAuthError | InvalidRequest | SqlError | Migrations.MigrationsError
+export type LayerError =
+  | EventoAuthError
+  | InvalidRequest
+  | SqlError
+  | Migrations.MigrationsError
+  | Outbox.InvalidOutboxOptions
 
 /**
  * The one layer, from options. The `EventoClient` uses `NodeHttpClient.layerUndici`, which never times out a quiet
