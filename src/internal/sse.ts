@@ -19,6 +19,22 @@ import {
   InvalidRequest
 } from "../EventoError.js"
 import type { Connection } from "./client.js"
+
+/**
+ * Feeds the parser one line at a time. The parser rescans its buffer from the start for every line it finds, so one
+ * large chunk (a replay of a thousand pokes arrives as one) costs time quadratic in its size; single lines do not.
+ */
+export const feedLines = (parser: Sse.Parser, text: string): Sse.SseError | undefined => {
+  let start = 0
+  while (start < text.length) {
+    const newline = text.indexOf("\n", start)
+    const end = newline === -1 ? text.length : newline + 1
+    const error = parser.feed(text.slice(start, end))
+    if (error !== undefined) return error
+    start = end
+  }
+  return undefined
+}
 import * as Protocol from "./protocol.js"
 
 /** First reconnect delay; doubles per failed attempt, jittered. */
@@ -153,7 +169,7 @@ export const subscribe = (
         Stream.mapError(unavailable),
         Stream.decodeText(),
         Stream.mapConcatEffect((text) => {
-          const error = parser.feed(text)
+          const error = feedLines(parser, text)
           const parsed = events.splice(0)
           return error === undefined
             ? Effect.succeed(parsed)
