@@ -66,6 +66,13 @@ export const inTransaction = <A, E, R>(
 const isUniqueViolation = (error: SqlError): boolean =>
   (error.cause as { readonly code?: unknown } | undefined)?.code === "23505"
 
+/**
+ * A PostgreSQL array literal of `values`, each quoted (backslash and double quote escaped), so that no value reads
+ * as NULL or splits on a comma. Sent as a text parameter and cast to the element type in SQL.
+ */
+const arrayLiteral = (values: ReadonlyArray<string>): string =>
+  `{${values.map((value) => `"${value.replace(/["\\]/g, "\\$&")}"`).join(",")}}`
+
 export const make = (sql: SqlClient.SqlClient): ConsumerSql => {
   const processedAmong = (key: ConsumerKey, ids: ReadonlyArray<string>) =>
     ids.length === 0 ? Effect.succeed(new Set<string>()) : sql`
@@ -109,7 +116,9 @@ export const make = (sql: SqlClient.SqlClient): ConsumerSql => {
     `.pipe(Effect.asVoid)
   }
 
-  // The marks ride in one JSON parameter: a batch of 10000 would exceed PostgreSQL's parameter limit otherwise.
+  // The marks ride in three array parameters (ids, types, global positions) unnested side by side: a batch of 10000
+  // would exceed PostgreSQL's parameter limit as one row of parameters each, and arrays cost PostgreSQL less than the
+  // JSON document this replaced (measured: consumer bench ratio 0.52 to 0.56 on average).
   // `tolerant` adds ON CONFLICT DO NOTHING, which costs a fifth of the statement; the consumer leaves out the
   // messages it found marked, so a conflict means a race with another writer of this consumer's marks.
   const marksAndPosition = (
@@ -118,17 +127,15 @@ export const make = (sql: SqlClient.SqlClient): ConsumerSql => {
     position: number,
     tolerant: boolean
   ) => {
-    const marks = JSON.stringify(messages.map((message) => ({
-      event_id: message.id,
-      event_type: message.type,
-      global_position: message.globalPosition
-    })))
+    const ids = arrayLiteral(messages.map((message) => message.id))
+    const types = arrayLiteral(messages.map((message) => message.type))
+    const globals = arrayLiteral(messages.map((message) => String(message.globalPosition)))
     return sql`
       WITH marked AS (
         INSERT INTO evento_processed_events
           (event_id, namespace, event_type, category, consumer_id, global_position)
         SELECT m.event_id, ${key.namespace}, m.event_type, ${key.category}, ${key.consumerId}, m.global_position
-        FROM jsonb_to_recordset(${marks}::jsonb) AS m(event_id uuid, event_type text, global_position bigint)
+        FROM unnest(${ids}::uuid[], ${types}::text[], ${globals}::bigint[]) AS m(event_id, event_type, global_position)
         ${sql.literal(tolerant ? "ON CONFLICT DO NOTHING" : "")}
       )
       INSERT INTO evento_consumer_positions (namespace, category, consumer_id, position, updated_at)
