@@ -217,8 +217,10 @@ describe("EventoTestServer subscriptions", () => {
         status: 401,
         body: { error: { code: "AUTH_REQUIRED", message: "Authorization header required" } }
       })
+      // Change the token's last hex digit (to one it is not), so the hash no longer matches.
+      const wrongSecret = `${token.slice(0, -1)}${token.endsWith("0") ? "1" : "0"}`
       const forbidden = yield* Effect.promise(() =>
-        fetch(`${server.url}/subscribe?stream=a-1&token=${token.slice(0, -1)}0`).then((r) => r.status)
+        fetch(`${server.url}/subscribe?stream=a-1&token=${wrongSecret}`).then((r) => r.status)
       )
       assert.strictEqual(forbidden, 403)
     }))
