@@ -9,6 +9,7 @@ import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
+import type { Removed, Result } from "../Cleanup.js"
 
 /** The options with every default applied. */
 export interface Resolved {
@@ -71,20 +72,6 @@ export const metrics = {
 }
 
 // --- one pass ---
-
-/** What one pass removed (or, in a dry run, would remove) in one namespace. */
-export interface Removed {
-  readonly namespace: string
-  readonly sentRows: number
-  readonly marks: number
-}
-
-export interface Result {
-  readonly sentRows: number
-  readonly marks: number
-  /** Per namespace, sorted by name; namespaces with nothing removed are left out. */
-  readonly namespaces: ReadonlyArray<Removed>
-}
 
 const Counts = Schema.Array(Schema.Struct({ namespace: Schema.String, removed: Schema.Number }))
 const decodeCounts = (rows: ReadonlyArray<unknown>) =>

@@ -26,6 +26,7 @@ import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { EventoClient, type JsonObject, type NewMessage, type WriteOptions } from "../EventoClient.js"
 import { EventoError } from "../EventoError.js"
+import type { ParkedRow } from "../OutboxSender.js"
 
 /**
  * The channel `Outbox.write` notifies inside the writer's transaction; the payload is the namespace. Spelled out
@@ -302,19 +303,6 @@ export const discard = (ids: ReadonlyArray<string>): Effect.Effect<number, SqlEr
     yield* notify(sql, touched.map((row) => row.namespace))
     return touched.length
   })
-
-/** A parked row as operators see it. */
-export interface ParkedRow {
-  readonly id: string
-  readonly stream: string
-  readonly type: string
-  readonly seq: number
-  readonly attempts: number
-  readonly lastError: Option.Option<string>
-  readonly error: Option.Option<EventoError>
-  readonly createdAt: Date
-  readonly parkedAt: Date
-}
 
 const ParkedSqlRow = Schema.Struct({
   id: Schema.String,
