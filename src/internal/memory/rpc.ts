@@ -97,6 +97,22 @@ const batchSizeOption = (options: Json.JsonObject): number | Answer => {
     batchSize
 }
 
+/** The read range both `stream.get` and `category.get` take, checked in the server's order. */
+const rangeOptions = (
+  options: Json.JsonObject
+):
+  | { readonly position: number | undefined; readonly globalPosition: number | undefined; readonly batchSize: number }
+  | Answer =>
+{
+  const position = numberOption(options, "position", "options.position must be a number")
+  if (isAnswer(position)) return position
+  const globalPosition = numberOption(options, "globalPosition", "options.globalPosition must be a number")
+  if (isAnswer(globalPosition)) return globalPosition
+  const batchSize = batchSizeOption(options)
+  if (isAnswer(batchSize)) return batchSize
+  return { position, globalPosition, batchSize }
+}
+
 // --- methods ---
 
 type Method = (store: MemoryStore, namespace: Namespace, args: ReadonlyArray<unknown>) => Answer
@@ -166,15 +182,11 @@ const streamGet: Method = (store, namespace, args) => {
   if (args.length > 1) {
     const options = args[1]
     if (!Json.isObject(options)) return invalid("options must be an object")
-    const p = numberOption(options, "position", "options.position must be a number")
-    if (isAnswer(p)) return p
-    position = p ?? 0
-    const g = numberOption(options, "globalPosition", "options.globalPosition must be a number")
-    if (isAnswer(g)) return g
-    globalPosition = g
-    const b = batchSizeOption(options)
-    if (isAnswer(b)) return b
-    batchSize = b
+    const range = rangeOptions(options)
+    if (isAnswer(range)) return range
+    position = range.position ?? 0
+    globalPosition = range.globalPosition
+    batchSize = range.batchSize
   }
 
   // With `globalPosition` the backend runs its own query: `position` is ignored and only a positive size limits.
@@ -224,15 +236,11 @@ const categoryGet: Method = (store, namespace, args) => {
   if (args.length > 1) {
     const options = args[1]
     if (!Json.isObject(options)) return invalid("options must be an object")
-    const p = numberOption(options, "position", "options.position must be a number")
-    if (isAnswer(p)) return p
-    position = p ?? 1
-    const g = numberOption(options, "globalPosition", "options.globalPosition must be a number")
-    if (isAnswer(g)) return g
-    globalPosition = g
-    const b = batchSizeOption(options)
-    if (isAnswer(b)) return b
-    batchSize = b
+    const range = rangeOptions(options)
+    if (isAnswer(range)) return range
+    position = range.position ?? 1
+    globalPosition = range.globalPosition
+    batchSize = range.batchSize
     if (Json.has(options, "correlation")) {
       if (typeof options.correlation !== "string") return invalid("options.correlation must be a string")
       correlation = options.correlation
