@@ -6,13 +6,13 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
 import {
+  assertClean,
   type Child,
   finish,
   handled,
   isLeader,
   killHard,
   makeWorld,
-  printReport,
   readCategory,
   shareSize,
   stalls,
@@ -95,10 +95,7 @@ describe("Chaos: crashes", () => {
           ...(yield* stalls(world, killedAt, ["c1"]))
         })
         const result = yield* finish(world, { events, consumers: [{ consumerId: "c1" }] })
-        yield* printReport(world)
-        assert.deepStrictEqual(result.problems, [])
-        assert.deepStrictEqual(result.unclean, [])
-        assert.deepStrictEqual(result.strays, [])
+        yield* assertClean(world, result)
       }),
     120_000
   )
@@ -185,10 +182,7 @@ describe("Chaos: crashes", () => {
             { consumerId: "member-1", group: { member: 1, size: 2 } }
           ]
         })
-        yield* printReport(world)
-        assert.deepStrictEqual(result.problems, [])
-        assert.deepStrictEqual(result.unclean, [])
-        assert.deepStrictEqual(result.strays, [])
+        yield* assertClean(world, result)
       }),
     120_000
   )

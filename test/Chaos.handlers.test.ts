@@ -5,7 +5,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { allStats, finish, handled, makeWorld, printReport, readCategory, rssOf, startAll } from "./chaos/harness.js"
+import { allStats, assertClean, finish, handled, makeWorld, readCategory, rssOf, startAll } from "./chaos/harness.js"
 
 const events = 300
 const streams = 30
@@ -82,10 +82,7 @@ describe("Chaos: handlers", () => {
             { consumerId: "stopper", stopsAt: poison }
           ]
         })
-        yield* printReport(world)
-        assert.deepStrictEqual(result.problems, [])
-        assert.deepStrictEqual(result.unclean, [])
-        assert.deepStrictEqual(result.strays, [])
+        yield* assertClean(world, result)
       }),
     120_000
   )
@@ -146,10 +143,7 @@ describe("Chaos: handlers", () => {
         assert.isBelow(Math.max(...rss), 512 * 1024 * 1024)
 
         const result = yield* finish(world, { events, consumers: [{ consumerId: "slow" }] })
-        yield* printReport(world)
-        assert.deepStrictEqual(result.problems, [])
-        assert.deepStrictEqual(result.unclean, [])
-        assert.deepStrictEqual(result.strays, [])
+        yield* assertClean(world, result)
       }),
     120_000
   )

@@ -8,7 +8,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { finish, handled, makeWorld, printReport, stalls, startAll } from "./chaos/harness.js"
+import { assertClean, finish, handled, makeWorld, stalls, startAll } from "./chaos/harness.js"
 
 const events = 400
 const streams = 40
@@ -66,10 +66,7 @@ describe("Chaos: EventoDB faults", () => {
         assert.strictEqual(counted[0]?.n, 0, "no row has an attempt counted against it")
 
         const result = yield* finish(world, { events, consumers: [{ consumerId: "c1" }] })
-        yield* printReport(world)
-        assert.deepStrictEqual(result.problems, [])
-        assert.deepStrictEqual(result.unclean, [])
-        assert.deepStrictEqual(result.strays, [])
+        yield* assertClean(world, result)
       }),
     120_000
   )
@@ -126,10 +123,7 @@ describe("Chaos: EventoDB faults", () => {
           }
         })
         const result = yield* finish(world, { events, consumers: [{ consumerId: "c1" }] })
-        yield* printReport(world)
-        assert.deepStrictEqual(result.problems, [])
-        assert.deepStrictEqual(result.unclean, [])
-        assert.deepStrictEqual(result.strays, [])
+        yield* assertClean(world, result)
       }),
     120_000
   )

@@ -7,10 +7,10 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import {
+  assertClean,
   countLines,
   finish,
   makeWorld,
-  printReport,
   type Sample,
   stalls,
   startAll,
@@ -119,10 +119,7 @@ describe("Chaos: terminated connections", () => {
             { consumerId: "member-1", group: { member: 1, size: 2 } }
           ]
         })
-        yield* printReport(world)
-        assert.deepStrictEqual(result.problems, [])
-        assert.deepStrictEqual(result.unclean, [])
-        assert.deepStrictEqual(result.strays, [])
+        yield* assertClean(world, result)
       }),
     150_000
   )

@@ -10,6 +10,7 @@
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { SqlClient } from "@effect/sql/SqlClient"
+import { assert } from "@effect/vitest"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -734,3 +735,19 @@ export const stalls = (world: World, since: number, consumers: ReadonlyArray<str
 /** Prints the scenario's figures as one line (`chaos <scenario> {...}`), for the run's log and the report. */
 export const printReport = (world: World) =>
   Effect.sync(() => console.log(`chaos ${world.scenario} ${JSON.stringify(world.report)}`))
+
+/** Prints the report, then fails the scenario on any damage found, unclean exit or process left behind. */
+export const assertClean = (
+  world: World,
+  result: {
+    readonly problems: ReadonlyArray<string>
+    readonly unclean: ReadonlyArray<string>
+    readonly strays: ReadonlyArray<unknown>
+  }
+) =>
+  Effect.gen(function*() {
+    yield* printReport(world)
+    assert.deepStrictEqual(result.problems, [])
+    assert.deepStrictEqual(result.unclean, [])
+    assert.deepStrictEqual(result.strays, [])
+  })
