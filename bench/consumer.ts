@@ -27,18 +27,7 @@ import * as Idempotency from "../src/Idempotency.js"
 import * as Outbox from "../src/Outbox.js"
 import * as OutboxSender from "../src/OutboxSender.js"
 import * as PositionStore from "../src/PositionStore.js"
-import {
-  BenchError,
-  type EventoTarget,
-  eventoTarget,
-  httpClient,
-  main,
-  type Outcome,
-  postgres,
-  round,
-  runId,
-  table
-} from "./support.js"
+import { BenchError, type EventoTarget, mainWithTarget, type Outcome, round, runId, table } from "./support.js"
 
 const ratioBar = 0.5
 const p50Bar = 25
@@ -233,13 +222,4 @@ const measure = (target: EventoTarget) =>
     )
   )
 
-const bench = Effect.gen(function*() {
-  const target = yield* eventoTarget
-  return yield* measure(target)
-}).pipe(
-  // The namespace is deleted (and the in-process server stopped) while the HTTP client and the pool still exist.
-  Effect.scoped,
-  Effect.provide(Layer.merge(postgres(), httpClient))
-)
-
-main(bench)
+mainWithTarget(measure)

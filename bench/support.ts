@@ -194,3 +194,20 @@ export const main = <E>(bench: Effect.Effect<Outcome, E, Scope.Scope>): void => 
   )
   NodeRuntime.runMain(program, { disableErrorReporting: true, disablePrettyLogger: true })
 }
+
+/**
+ * Runs `measure` against the EventoDB target and a scratch database, as `main` does. The namespace is deleted (and
+ * the in-process server stopped) while the HTTP client and the pool still exist.
+ */
+export const mainWithTarget = <E>(
+  measure: (
+    target: EventoTarget
+  ) => Effect.Effect<Outcome, E, Scope.Scope | PgClient.PgClient | SqlClient.SqlClient | HttpClient.HttpClient>
+): void =>
+  main(
+    eventoTarget.pipe(
+      Effect.flatMap(measure),
+      Effect.scoped,
+      Effect.provide(Layer.merge(postgres(), httpClient))
+    )
+  )
